@@ -22,6 +22,7 @@ class GenerationResult(BaseModel):
     reports: tuple[InterventionReport, ...] = ()
     latency_s: float = 0.0
     logits: torch.Tensor | None = None  # [new_tokens, vocab] when asked for
+    probe_scores: dict[str, float] = {}
 
     @property
     def completion_tokens(self) -> int:
