@@ -254,10 +254,10 @@ class SteeringEngine:
                         input_ids=chosen[:, None],
                         attention_mask=mask,
                         position_ids=positions,
-                        past_key_values=cache,
+                        cache=cache,
                         use_cache=True,
                     )
-                logits, cache = out.logits[:, -1, :], out.past_key_values
+                logits, cache = out.logits[:, -1, :], out.cache
 
         reports = program.reports() if program is not None else [[] for _ in rows]
         elapsed = time.perf_counter() - started
@@ -323,7 +323,7 @@ class SteeringEngine:
             # layer: that part of this pass ran unsteered, so run the prompt again.
             program.restart()
             out = forward()
-        return out.logits[:, -1, :], out.past_key_values  # type: ignore[attr-defined]
+        return out.logits[:, -1, :], out.cache  # type: ignore[attr-defined]
 
     @staticmethod
     def _choose(

@@ -1,0 +1,123 @@
+"""Audit settings: defaults, a YAML file's `audit:` section, then STEERGUARD_* environment."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from steerguard.audit.errors import AuditConfigError
+
+OverflowPolicy = Literal["buffer", "block", "refuse"]
+
+# Environment variable -> field. Env wins over the file, the file over defaults.
+ENV_FIELDS = {
+    "STEERGUARD_REDIS_URL": "redis_url",
+    "STEERGUARD_AUDIT_PREFIX": "key_prefix",
+    "STEERGUARD_AUDIT_OVERFLOW": "overflow",
+    "STEERGUARD_AUDIT_SPILL_PATH": "spill_path",
+    "STEERGUARD_AUDIT_CHECKPOINT_PATH": "checkpoint_path",
+    "STEERGUARD_AUDIT_HMAC_KEY": "user_hmac_key",
+    "STEERGUARD_AUDIT_STORE_USER_ID": "store_user_id",
+    "STEERGUARD_AUDIT_STORE_TEXT": "store_text",
+    "STEERGUARD_AUDIT_RETENTION_DAYS": "retention_days",
+}
+
+
+def default_home() -> Path:
+    env = os.environ.get("STEERGUARD_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "steerguard"
+
+
+class MaskRule(BaseModel):
+    """A regular expression whose matches are replaced before text is stored."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    pattern: str
+    replacement: str = "[MASKED]"
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"mask pattern {value!r} does not compile: {exc}") from exc
+        return value
+
+
+DEFAULT_MASKS = (
+    MaskRule(name="email", pattern=r"[\w.+-]+@[\w-]+\.[\w.-]+", replacement="[EMAIL]"),
+    MaskRule(name="long_number", pattern=r"\b(?:\d[ -]?){9,}\d\b", replacement="[NUMBER]"),
+)
+
+
+class AuditConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    redis_url: str | None = Field(
+        default=None, description="redis:// or rediss:// URL (credentials, TLS); None = embedded."
+    )
+    key_prefix: str = Field(default="sg", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    home: Path = Field(default_factory=default_home)
+    spill_path: Path | None = None
+    spill_max_bytes: int = Field(default=1 << 30, ge=0)
+    spill_fsync: bool = True
+    checkpoint_path: Path | None = None
+    checkpoint_interval_s: float = Field(default=60.0, gt=0)
+    overflow: OverflowPolicy = "buffer"
+    max_queue: int = Field(default=100_000, ge=1)
+    block_timeout_s: float = Field(default=5.0, ge=0)
+    batch_size: int = Field(default=512, ge=1, le=2000)
+    retry_initial_s: float = Field(default=0.05, gt=0)
+    retry_max_s: float = Field(default=2.0, gt=0)
+    socket_timeout_s: float = Field(default=2.0, gt=0)
+    store_user_id: bool = False
+    user_hmac_key: SecretStr | None = None
+    store_text: bool = False
+    mask_rules: tuple[MaskRule, ...] = DEFAULT_MASKS
+    retention_days: int = Field(default=30, ge=1)
+
+    @property
+    def audit_dir(self) -> Path:
+        return self.home / "audit"
+
+    @property
+    def embedded_dir(self) -> Path:
+        return self.home / "valkey"
+
+    @property
+    def resolved_spill_path(self) -> Path:
+        return self.spill_path or self.audit_dir / f"spill-{self.key_prefix}.jsonl"
+
+    @property
+    def resolved_checkpoint_path(self) -> Path:
+        return self.checkpoint_path or self.audit_dir / f"checkpoints-{self.key_prefix}.jsonl"
+
+    @classmethod
+    def load(cls, path: Path | None = None, **overrides: Any) -> AuditConfig:
+        """Read the `audit:` section of a YAML file (if given), then environment, then overrides."""
+        values: dict[str, Any] = {}
+        if path is not None:
+            try:
+                data = yaml.safe_load(Path(path).read_text()) or {}
+            except (OSError, yaml.YAMLError) as exc:
+                raise AuditConfigError(f"cannot read audit config {path}: {exc}") from exc
+            section = data.get("audit", {}) if isinstance(data, dict) else None
+            if not isinstance(section, dict):
+                raise AuditConfigError(f"{path}: 'audit' must be a mapping")
+            values.update(section)
+        for env, field in ENV_FIELDS.items():
+            if env in os.environ:
+                values[field] = os.environ[env]
+        values.update(overrides)
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise AuditConfigError(f"invalid audit config: {exc}") from exc
