@@ -42,6 +42,7 @@ class DropReason(StrEnum):
     LOST_GROUP = "lost_exclusive_group"
     CLAMPED = "clamped_by_budget"
     OVER_VECTOR_LIMIT = "over_vector_limit"
+    MISSING_VALUE = "profile_value_missing"  # strength comes from a profile field that is absent
 
 
 class Dropped(BaseModel):
