@@ -1,0 +1,358 @@
+"""One request, one way through: request -> decision -> plan -> generate -> audit records.
+
+The chat model, the demo and the CLI all run requests through `SteeringPipeline`. Each stage
+is its own method (`decide`, `plan`, `generate` / `stream`, `record`) so tracing can wrap each
+one; `run` and `run_stream` only chain them. Nothing about a request is kept on the pipeline:
+everything per request lives in `Request` and `Turn`, so one pipeline serves many threads.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from steerguard.audit.log import AuditLog
+from steerguard.policy.activation import ActivationProbe
+from steerguard.policy.decision import Decision
+from steerguard.policy.engine import PolicyEngine
+from steerguard.policy.inputs import ChatMessage, RequestContext, UserProfile
+from steerguard.runtime.engine import GenerationParams, LogitsProcessor, Prompt, SteeringEngine
+from steerguard.runtime.plan import SteeringPlan
+from steerguard.runtime.program import PlanResolver, Probe
+from steerguard.runtime.result import GenerationResult
+
+Outcome = Literal["completed", "cancelled", "error"]
+PolicySource = PolicyEngine | Callable[[], PolicyEngine]
+
+
+@dataclass(frozen=True)
+class Request:
+    """Everything one request brings: the conversation (what the policy reads), the prompt
+    the model sees (token ids or messages), and trusted identity from the application."""
+
+    messages: tuple[ChatMessage, ...]
+    prompt: Prompt
+    profile: UserProfile | None = None
+    context: RequestContext | None = None
+    session_id: str | None = None
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    @property
+    def user_id(self) -> str | None:
+        return self.profile.user_id if self.profile is not None else None
+
+    @property
+    def last_user_text(self) -> str | None:
+        for m in reversed(self.messages):
+            if m.role == "user":
+                return m.content
+        return None
+
+
+class Planned:
+    """The plan for one request. With activation conditions the decision is made mid-prefill
+    (the engine calls `resolver` with the probes' scores), so `decision` is filled then."""
+
+    def __init__(
+        self,
+        decision: Decision | None,
+        resolver: PlanResolver | None = None,
+        probes: Sequence[Probe] = (),
+    ) -> None:
+        self.decision = decision
+        self.resolver = resolver
+        self.probes = tuple(probes)
+
+    @property
+    def plan(self) -> SteeringPlan | PlanResolver:
+        if self.resolver is not None:
+            return self.resolver
+        assert self.decision is not None
+        return self.decision.plan
+
+
+@dataclass
+class Turn:
+    """What one request produced: its decision, the generation, the outcome, the audit ids."""
+
+    request: Request
+    decision: Decision
+    result: GenerationResult | None
+    outcome: Outcome
+    audit_ids: list[str]
+    error: BaseException | None = None
+
+    @property
+    def decision_record_id(self) -> str | None:
+        return self.audit_ids[0] if self.audit_ids else None
+
+
+def probe_score(probe: ActivationProbe, projection: float) -> float:
+    """The calibrated probability for a raw projection h . direction (what the runtime reads)."""
+    z = (projection - probe.threshold) / probe.scale
+    return 1.0 / (1.0 + math.exp(-z)) if z > -60 else 0.0
+
+
+class SteeringPipeline:
+    """Runs requests against one engine, one policy (engine or a getter for hot reload) and
+    an optional audit log. Thread-safe: per-request state never lands on `self`."""
+
+    def __init__(
+        self,
+        engine: SteeringEngine,
+        policy: PolicySource,
+        audit: AuditLog | None = None,
+        *,
+        probes: Mapping[str, ActivationProbe] | None = None,
+    ) -> None:
+        self.engine = engine
+        self._policy = policy
+        self.audit = audit
+        self._probes = dict(probes) if probes is not None else None
+        self._probes_lock = threading.Lock()
+
+    # stages -----------------------------------------------------------------------------
+
+    @property
+    def policy(self) -> PolicyEngine:
+        """The policy engine in force now (a store's getter picks up hot reloads)."""
+        return self._policy if isinstance(self._policy, PolicyEngine) else self._policy()
+
+    def decide(
+        self,
+        request: Request,
+        policy: PolicyEngine | None = None,
+        activation_scores: Mapping[str, float] | None = None,
+    ) -> Decision:
+        return (policy or self.policy).decide(
+            request.messages, request.profile, request.context, activation_scores
+        )
+
+    def plan(self, request: Request) -> Planned:
+        """Decide now, or, when the bundle reads the model's activations, hand the engine a
+        resolver that decides once the probes have scored the prompt."""
+        policy = self.policy  # one revision for the whole request, even across a reload
+        probes = self.activation_probes(policy)
+        if not probes:
+            return Planned(self.decide(request, policy))
+        planned = Planned(None, probes=[
+            Probe(name, p.layer, p.direction_tensor()) for name, p in probes.items()
+        ])
+
+        def resolve(raw: Mapping[str, float]) -> SteeringPlan:
+            scores = {n: probe_score(probes[n], float(v)) for n, v in raw.items() if n in probes}
+            planned.decision = self.decide(request, policy, scores)
+            return planned.decision.plan
+
+        planned.resolver = resolve
+        return planned
+
+    def generate(
+        self,
+        request: Request,
+        planned: Planned,
+        params: GenerationParams,
+        *,
+        logits_processor: LogitsProcessor | None = None,
+        cancel: threading.Event | None = None,
+    ) -> GenerationResult:
+        return self.engine.generate(
+            request.prompt,
+            planned.plan,
+            params,
+            probes=planned.probes,
+            logits_processor=logits_processor,
+            cancel=cancel,
+        )
+
+    def stream(
+        self,
+        request: Request,
+        planned: Planned,
+        params: GenerationParams,
+        *,
+        logits_processor: LogitsProcessor | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[tuple[str, int | None, GenerationResult | None]]:
+        """(text delta, token id, final result on the last item)."""
+        for chunk in self.engine.stream(
+            request.prompt,
+            planned.plan,
+            params,
+            probes=planned.probes,
+            logits_processor=logits_processor,
+            cancel=cancel,
+        ):
+            yield chunk.text, chunk.token_id, chunk.result
+
+    def record(
+        self,
+        request: Request,
+        decision: Decision,
+        result: GenerationResult | None,
+        outcome: Outcome,
+        error: BaseException | None = None,
+        latency_s: float | None = None,
+    ) -> list[str]:
+        """Queue the audit records (decision first, one per intervention); [] without a log."""
+        if self.audit is None:
+            return []
+        return self.audit.record(
+            decision,
+            result,
+            error if outcome == "error" and error is not None else outcome,
+            request_id=request.request_id,
+            session_id=request.session_id,
+            user_id=request.user_id,
+            model=self.engine.fingerprint,
+            prompt=request.last_user_text,
+            answer=result.text if result is not None else None,
+            latency_s=latency_s,
+        )
+
+    # whole requests ---------------------------------------------------------------------
+
+    def run(
+        self,
+        request: Request,
+        params: GenerationParams,
+        *,
+        logits_processor: LogitsProcessor | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Turn:
+        """decide -> generate -> record. A failed generation is recorded, then re-raised."""
+        started = time.perf_counter()
+        planned = self.plan(request)
+        try:
+            result = self.generate(
+                request, planned, params, logits_processor=logits_processor, cancel=cancel
+            )
+        except BaseException as exc:
+            self._record_failure(request, planned, exc, started)
+            raise
+        return self._finish(request, planned, result, started)
+
+    def run_stream(
+        self,
+        request: Request,
+        params: GenerationParams,
+        *,
+        logits_processor: LogitsProcessor | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[tuple[str, int | None] | Turn]:
+        """Text deltas as (text, token id), then the Turn. Closing the iterator early cancels
+        generation and records the request as cancelled."""
+        started = time.perf_counter()
+        planned = self.plan(request)
+        cancel = cancel or threading.Event()
+        result: GenerationResult | None = None
+        chunks = self.stream(
+            request, planned, params, logits_processor=logits_processor, cancel=cancel
+        )
+        try:
+            for text, token, final in chunks:
+                if final is not None:
+                    result = final
+                else:
+                    yield text, token
+        except GeneratorExit:
+            # The consumer stopped reading: finish the step in flight so the measured
+            # reports still reach the audit log, marked cancelled.
+            cancel.set()
+            for _, _, final in chunks:
+                result = final or result
+            self._finish(request, planned, result, started, force_cancelled=True)
+            raise
+        except BaseException as exc:
+            chunks.close()
+            self._record_failure(request, planned, exc, started)
+            raise
+        yield self._finish(request, planned, result, started)
+
+    # helpers ----------------------------------------------------------------------------
+
+    def _finish(
+        self,
+        request: Request,
+        planned: Planned,
+        result: GenerationResult | None,
+        started: float,
+        force_cancelled: bool = False,
+    ) -> Turn:
+        decision = self._decision_of(request, planned)
+        cancelled = force_cancelled or (result is not None and result.finish_reason == "cancelled")
+        outcome: Outcome = "cancelled" if cancelled or result is None else "completed"
+        ids = self.record(
+            request, decision, result, outcome, latency_s=time.perf_counter() - started
+        )
+        return Turn(request, decision, result, outcome, ids)
+
+    def _record_failure(
+        self, request: Request, planned: Planned, exc: BaseException, started: float
+    ) -> None:
+        decision = self._decision_of(request, planned)
+        self.record(
+            request, decision, None, "error", exc, latency_s=time.perf_counter() - started
+        )
+
+    def _decision_of(self, request: Request, planned: Planned) -> Decision:
+        # A resolver that never ran (cancelled or failed before the probe layer) still owes
+        # the audit log a decision: decide without scores.
+        return planned.decision or self.decide(request)
+
+    def activation_probes(self, policy: PolicyEngine) -> dict[str, ActivationProbe]:
+        """Calibrated probes for the bundle's activation conditions ({} when it has none).
+
+        Given probes win; otherwise each condition is calibrated once from its dataset and
+        cached next to the bundle (`probes/<name>.json`)."""
+        wanted = policy.activation_conditions
+        if not wanted:
+            return {}
+        with self._probes_lock:
+            if self._probes is not None and set(wanted) <= set(self._probes):
+                return {n: self._probes[n] for n in wanted}
+            probes = dict(self._probes or {})
+            for name, spec in wanted.items():
+                if name not in probes:
+                    probes[name] = self._calibrate(policy, name, spec.layer, spec.dataset)
+            self._probes = probes
+            return {n: probes[n] for n in wanted}
+
+    def _calibrate(
+        self, policy: PolicyEngine, name: str, layer: int, dataset: str | None
+    ) -> ActivationProbe:
+        from steerguard.policy.activation import calibrate_probe, load_condition_data
+        from steerguard.runtime.loading import steerguard_home
+
+        fp = self.engine.fingerprint
+        cache = (
+            steerguard_home() / "probes" / f"{fp.model_id}-{policy.ref.content_hash[:12]}"
+            / f"{name}-L{layer}.json"
+        )
+        if cache.is_file():
+            return ActivationProbe.load(cache)
+        folder = policy.bundle.root / (dataset or f"conditions/{name}")
+        data = load_condition_data(folder)
+
+        def acts(texts: list[str]) -> object:
+            prompts = [[{"role": "user", "content": t}] for t in texts]
+            return self.engine.activations(prompts, [layer], "last")[layer]
+
+        probe = calibrate_probe(
+            name, layer, acts(data.train_pos), acts(data.train_neg),  # type: ignore[arg-type]
+            acts(data.eval_pos), acts(data.eval_neg), model=fp.model_id,  # type: ignore[arg-type]
+        )
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        probe.save(cache)
+        return probe
+
+
+def default_bundle_path() -> Path:
+    """The shipped support bundle (policies/support in the repository)."""
+    return Path(__file__).resolve().parent.parent / "policies" / "support"
