@@ -1,0 +1,24 @@
+"""A redis-py client (hiredis parser) for the configured URL, or for the embedded server."""
+
+from __future__ import annotations
+
+import redis
+
+from steerguard.audit.config import AuditConfig
+from steerguard.audit.embedded import EmbeddedServer
+
+
+def connect(config: AuditConfig) -> tuple[redis.Redis, EmbeddedServer | None]:
+    """Credentials and TLS come through the URL (redis://user:pass@host, rediss://...)."""
+    embedded = None
+    url = config.redis_url
+    if not url:
+        embedded = EmbeddedServer(config.embedded_dir)
+        url = embedded.ensure()
+    client = redis.Redis.from_url(
+        url,
+        socket_timeout=config.socket_timeout_s,
+        socket_connect_timeout=config.socket_timeout_s,
+        health_check_interval=0,
+    )
+    return client, embedded

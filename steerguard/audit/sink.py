@@ -1,0 +1,139 @@
+"""Writes sealed records to Redis: runs of (chain, day) become one script call each."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from steerguard.audit.build import agg_fields, index_values
+from steerguard.audit.keys import KeySpace, day_of, index_suffix
+from steerguard.audit.lua import WRITE_BATCH
+
+try:
+    import orjson
+
+    _loads = orjson.loads
+except ImportError:  # pragma: no cover
+    import json
+
+    _loads = json.loads
+
+
+@dataclass(slots=True)
+class Sealed:
+    """A record with its place in the chain fixed: what goes to Redis or the spill file."""
+
+    payload: bytes
+    hash: str
+    chain: str
+    seq: int
+    ts: int
+    day: str
+    indexes: list[str]
+    aggs: list[str]  # "agg:HH\0field"
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any], payload: bytes, digest: str) -> Sealed:
+        ts = body["ts"]
+        hour = f"agg:{(ts // 3_600_000) % 24:02d}"
+        return cls(
+            payload=payload, hash=digest, chain=body["chain"], seq=body["seq"], ts=ts,
+            day=day_of(ts),
+            indexes=[index_suffix(k, v) for k, v in index_values(body)],
+            aggs=[f"{hour}\0{f}" for f in agg_fields(body)],
+        )
+
+    @classmethod
+    def from_spill(cls, digest: str, payload: bytes) -> Sealed:
+        return cls.from_body(_loads(payload), payload, digest)
+
+
+def runs(records: Sequence[Sealed], limit: int) -> list[list[Sealed]]:
+    """Split into consecutive runs of one (chain, day), at most `limit` long."""
+    out: list[list[Sealed]] = []
+    for rec in records:
+        cur = out[-1] if out else None
+        if cur and len(cur) < limit and cur[0].chain == rec.chain and cur[0].day == rec.day:
+            cur.append(rec)
+        else:
+            out.append([rec])
+    return out
+
+
+class RedisSink:
+    def __init__(self, client: redis.Redis, keys: KeySpace, batch_size: int) -> None:
+        self.client = client
+        self.keys = keys
+        self.batch_size = batch_size
+        self._sha = hashlib.sha1(WRITE_BATCH.encode()).hexdigest()
+        self._known_days: set[str] = set()
+
+    def write(self, records: Sequence[Sealed]) -> int:
+        """Write all records; returns how many were new (not already there). Raises redis errors
+        with nothing lost: a retry of the same records is idempotent."""
+        new = 0
+        for run in runs(records, self.batch_size):
+            new += self._write_run(run)
+        return new
+
+    def _write_run(self, run: list[Sealed]) -> int:
+        day, chain = run[0].day, run[0].chain
+        ok, head = self._call(day, chain, run)
+        if ok:
+            return len(run)
+        rest = [r for r in run if r.seq > head]  # stale: some were written before a failure
+        if not rest:
+            return 0
+        ok, head = self._call(day, chain, rest)
+        if not ok:
+            raise redis.ResponseError(f"chain {chain} day {day}: head {head} moved during write")
+        return len(rest)
+
+    def _call(self, day: str, chain: str, run: list[Sealed]) -> tuple[bool, int]:
+        argv = self._argv(self.keys.tag(day), chain, run)
+        head_key = self.keys.head(day)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.execute_command("EVALSHA", self._sha, 1, head_key, *argv)
+        if day not in self._known_days:
+            pipe.zadd(self.keys.days, {day: int(day)})
+        try:
+            res = pipe.execute()
+        except redis.exceptions.NoScriptError:
+            self.client.script_load(WRITE_BATCH)
+            return self._call(day, chain, run)
+        self._known_days.add(day)
+        ok, head = res[0]
+        return bool(ok), int(head)
+
+    @staticmethod
+    def _argv(tag: str, chain: str, run: list[Sealed]) -> list[Any]:
+        argv: list[Any] = [tag, chain, run[0].seq, len(run)]
+        groups: dict[str, list[int]] = defaultdict(list)
+        counts: dict[str, int] = defaultdict(int)
+        for pos, rec in enumerate(run, start=1):
+            argv += (rec.payload, rec.hash, rec.ts)
+            for suffix in rec.indexes:
+                groups[suffix].append(pos)
+            for agg in rec.aggs:
+                counts[agg] += 1
+        argv.append(len(groups))
+        for suffix, positions in groups.items():
+            argv += (suffix, len(positions), *positions)
+        argv.append(len(counts))
+        for agg, n in counts.items():
+            hash_suffix, _, field = agg.partition("\0")
+            argv += (hash_suffix, field, n)
+        return argv
+
+    def prepare(self) -> None:
+        self.client.script_load(WRITE_BATCH)
+
+
+def body_of(payload: bytes) -> dict[str, Any]:
+    return _loads(payload)
+

@@ -1,0 +1,345 @@
+"""Reading the audit log: queries by index with cursor paging, aggregates, tail, retention."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import redis
+from pydantic import BaseModel, ConfigDict
+
+from steerguard.audit.build import RecordBuilder
+from steerguard.audit.config import AuditConfig
+from steerguard.audit.connection import connect
+from steerguard.audit.keys import INDEX_KINDS, KeySpace, day_of, day_start_ms, days_between
+from steerguard.audit.masking import Masker
+from steerguard.audit.records import DecisionRecord, InterventionRecord, parse_record
+from steerguard.audit.verify import VerifyReport, read_day, verify, write_checkpoint
+
+Record = DecisionRecord | InterventionRecord
+TimeLike = datetime | int | float | None
+# The most selective index drives a query; other filters are checked on the records.
+_DRIVE_ORDER = ("decision", "session", "user", "rule", "vector", "outcome")
+_SKEW_MS = 60_000  # stream ids are write times; a record's ts is earlier by at most its lag
+
+
+def to_ms(value: TimeLike, default: int) -> int:
+    if value is None:
+        return default
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return int(value.timestamp() * 1000)
+    return int(value)
+
+
+class Page(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    records: list[Record]
+    cursor: str | None  # pass back to get the next page; None when done
+
+
+class Bucket(BaseModel):
+    start: datetime
+    decisions: int = 0
+    interventions: int = 0
+    outcomes: dict[str, int] = {}
+    rules: dict[str, int] = {}
+    vectors: dict[str, int] = {}
+
+
+class Stats(BaseModel):
+    bucket: Literal["hour", "day"]
+    buckets: list[Bucket]
+    total: Bucket
+
+
+def _encode_cursor(day: str, score: int | None, member: str) -> str:
+    raw = json.dumps([day, score, member]).encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[str, int | None, str]:
+    try:
+        day, score, member = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return str(day), score, str(member)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"cursor {cursor!r} is not one this store issued") from exc
+
+
+class AuditStore:
+    def __init__(self, client: redis.Redis, config: AuditConfig | None = None) -> None:
+        self.client = client
+        self.config = config or AuditConfig.load()
+        self.keys = KeySpace(self.config.key_prefix)
+        self._builder: RecordBuilder | None = None
+
+    @classmethod
+    def from_config(cls, config: AuditConfig | None = None) -> AuditStore:
+        config = config or AuditConfig.load()
+        client, _ = connect(config)
+        return cls(client, config)
+
+    def user_ref(self, user_id: str) -> str:
+        """The reference records carry for `user_id` (needs the same HMAC key as the writer)."""
+        if self._builder is None:
+            from steerguard.audit.log import hmac_key
+
+            self._builder = RecordBuilder(hmac_key(self.config), Masker(()),
+                                          store_user_id=self.config.store_user_id,
+                                          store_text=False)
+        return self._builder.user_ref(user_id)
+
+    def days(self) -> list[str]:
+        return [d.decode() for d in self.client.zrange(self.keys.days, 0, -1)]
+
+    # ---- query --------------------------------------------------------------------------
+    def query(
+        self,
+        *,
+        user: str | None = None,
+        user_ref: str | None = None,
+        session: str | None = None,
+        decision: str | None = None,
+        rule: str | None = None,
+        vector: str | None = None,
+        outcome: str | None = None,
+        kind: Literal["decision", "intervention"] | None = None,
+        since: TimeLike = None,
+        until: TimeLike = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page:
+        """Records matching every given filter, oldest first, `limit` per page."""
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        if user is not None:
+            user_ref = self.user_ref(user)
+        filters = {k: v for k, v in {"decision": decision, "session": session, "user": user_ref,
+                                     "rule": rule, "vector": vector, "outcome": outcome}.items()
+                   if v is not None}
+        now = int(time.time() * 1000)
+        days = self.days()
+        lo = to_ms(since, day_start_ms(days[0]) if days else now)
+        hi = to_ms(until, now + 86_400_000)
+        wanted = [d for d in days_between(lo, hi) if d in set(days)]
+        start_day, start_score, start_member = (
+            _decode_cursor(cursor) if cursor else (None, None, ""))
+        if start_day is not None:
+            wanted = [d for d in wanted if d >= start_day]
+
+        out: list[Record] = []
+        drive = next((k for k in _DRIVE_ORDER if k in filters), None)
+        for day in wanted:
+            first = day == start_day
+            if drive is None:
+                source = self._scan_stream(day, lo, start_member if first else None)
+            else:
+                key = self.keys.index(day, drive, filters[drive])
+                source = self._scan_index(key, day, lo, hi, start_score if first else None,
+                                          start_member if first else "")
+            for score, member, rec in source:
+                if not (lo <= rec.ts <= hi) or not _matches(rec, filters, kind):
+                    continue
+                out.append(rec)
+                if len(out) == limit:
+                    return Page(records=out, cursor=_encode_cursor(day, score, member))
+        return Page(records=out, cursor=None)
+
+    def iter_records(self, **filters: Any) -> Iterator[Record]:
+        cursor = None
+        while True:
+            page = self.query(limit=500, cursor=cursor, **filters)
+            yield from page.records
+            if page.cursor is None:
+                return
+            cursor = page.cursor
+
+    def _fetch(self, day: str, ids: list[str]) -> list[Record | None]:
+        pipe = self.client.pipeline(transaction=False)
+        stream = self.keys.stream(day)
+        for i in ids:
+            pipe.xrange(stream, i, i, count=1)
+        out: list[Record | None] = []
+        for entries in pipe.execute():
+            out.append(parse_record(entries[0][1][b"r"]) if entries else None)
+        return out
+
+    def _scan_index(self, key: str, day: str, lo: int, hi: int, score: int | None,
+                    member: str, chunk: int = 200) -> Iterator[tuple[int, str, Record]]:
+        cur_score, cur_member = (score, member) if score is not None else (lo, "")
+        skip = score is not None
+        num = chunk
+        while True:
+            raw = self.client.zrangebyscore(key, cur_score, hi, start=0, num=num,
+                                            withscores=True)
+            # resume after (score, member): equal scores are ordered by member in Redis
+            rows = [(m.decode(), int(s)) for m, s in raw]
+            if skip:
+                rows = [(m, s) for m, s in rows if not (s == cur_score and m <= cur_member)]
+            if not rows:
+                if len(raw) < num:
+                    return
+                num *= 2  # more than `num` members share one score: look further
+                continue
+            for (m, s), rec in zip(rows, self._fetch(day, [m for m, _ in rows]), strict=True):
+                cur_score, cur_member = s, m
+                if rec is not None:
+                    yield s, m, rec
+            if len(raw) < num:
+                return
+            skip, num = True, chunk
+
+    def _scan_stream(self, day: str, lo: int, after: str | None,
+                     chunk: int = 500) -> Iterator[tuple[int, str, Record]]:
+        stream = self.keys.stream(day)
+        start = f"({after}" if after else (
+            str(max(lo - _SKEW_MS, day_start_ms(day))) if lo > day_start_ms(day) else "-")
+        while True:
+            entries = self.client.xrange(stream, start, "+", count=chunk)
+            for sid, fields in entries:
+                rec = parse_record(fields[b"r"])
+                yield rec.ts, sid.decode(), rec
+            if len(entries) < chunk:
+                return
+            start = "(" + entries[-1][0].decode()
+
+    # ---- aggregates ---------------------------------------------------------------------
+    def stats(self, *, since: TimeLike = None, until: TimeLike = None,
+              bucket: Literal["hour", "day"] = "hour") -> Stats:
+        """Counts per outcome, rule and vector in hour (or day) buckets."""
+        now = int(time.time() * 1000)
+        days = self.days()
+        lo = to_ms(since, day_start_ms(days[0]) if days else now)
+        hi = to_ms(until, now)
+        lo_hour, hi_hour = lo // 3_600_000, hi // 3_600_000
+        pipe = self.client.pipeline(transaction=False)
+        slots: list[int] = []
+        present = set(days)
+        for day in days_between(lo, hi):
+            if day not in present:
+                continue
+            base = day_start_ms(day) // 3_600_000
+            for h in range(24):
+                if lo_hour <= base + h <= hi_hour:
+                    pipe.hgetall(self.keys.agg(day, h))
+                    slots.append(base + h)
+        buckets: dict[int, Bucket] = {}
+        total = Bucket(start=datetime.fromtimestamp(lo_hour * 3600, UTC))
+        for hour, counts in zip(slots, pipe.execute(), strict=True):
+            if not counts:
+                continue
+            start = hour if bucket == "hour" else hour - hour % 24
+            b = buckets.setdefault(start, Bucket(start=datetime.fromtimestamp(start * 3600, UTC)))
+            for raw_field, raw_n in counts.items():
+                for target in (b, total):
+                    _add(target, raw_field.decode(), int(raw_n))
+        return Stats(bucket=bucket, buckets=[buckets[k] for k in sorted(buckets)], total=total)
+
+    # ---- tail ---------------------------------------------------------------------------
+    def tail(self, n: int = 20) -> list[tuple[str, Record]]:
+        """The last `n` records written, oldest first, with their stream ids."""
+        out: list[tuple[str, Record]] = []
+        for day in reversed(self.days()):
+            for sid, fields in self.client.xrevrange(self.keys.stream(day), count=n - len(out)):
+                out.append((f"{day}/{sid.decode()}", parse_record(fields[b"r"])))
+            if len(out) >= n:
+                break
+        return list(reversed(out))
+
+    def follow(self, block_ms: int = 1000) -> Iterator[tuple[str, Record]]:
+        """New records as they are written (today's stream, rolling over at midnight UTC)."""
+        day = day_of(int(time.time() * 1000))
+        last = "$"
+        while True:
+            today = day_of(int(time.time() * 1000))
+            if today != day:
+                day, last = today, "0-0"
+            res = self.client.xread({self.keys.stream(day): last}, block=block_ms, count=100)
+            for _, entries in res or []:
+                for sid, fields in entries:
+                    last = sid.decode()
+                    yield f"{day}/{last}", parse_record(fields[b"r"])
+
+    # ---- tamper evidence ----------------------------------------------------------------
+    def verify(self, checkpoint_path: Path | None = None) -> VerifyReport:
+        """Walk every chain; compare with the checkpoints at the configured path."""
+        return verify(self.client, self.keys,
+                      checkpoint_path or self.config.resolved_checkpoint_path)
+
+    def checkpoint(self, checkpoint_path: Path | None = None) -> dict[str, Any]:
+        """Append current chain heads and stream counters to the checkpoint file."""
+        return write_checkpoint(self.client, self.keys,
+                                checkpoint_path or self.config.resolved_checkpoint_path)
+
+    # ---- retention ----------------------------------------------------------------------
+    def trim(self, retention_days: int | None = None, *, now_ms: int | None = None) -> list[str]:
+        """Delete whole days older than the retention (stream, indexes and aggregates
+        together), first saving each chain's last trimmed (seq, hash) as its anchor so the
+        verifier can tell retention from deletion. Needs an admin user (DEL rights)."""
+        keep = retention_days or self.config.retention_days
+        now_ms = now_ms or int(time.time() * 1000)
+        cutoff = day_of(now_ms - keep * 86_400_000)
+        trimmed: list[str] = []
+        anchors = {k.decode(): json.loads(v)
+                   for k, v in self.client.hgetall(self.keys.anchors).items()}
+        for day in self.days():
+            if day >= cutoff:
+                break
+            for entry in read_day(self.client, self.keys, day):
+                if entry.chain and entry.seq > anchors.get(entry.chain, {"seq": -1})["seq"]:
+                    anchors[entry.chain] = {"seq": entry.seq, "hash": entry.hash, "day": day}
+            if anchors:
+                self.client.hset(self.keys.anchors,
+                                 mapping={c: json.dumps(a) for c, a in anchors.items()})
+            self.client.sadd(self.keys.anchors + ":days", day)
+            keys = list(self.client.scan_iter(match=self.keys.day_pattern(day), count=1000))
+            for i in range(0, len(keys), 500):
+                self.client.unlink(*keys[i:i + 500])
+            self.client.zrem(self.keys.days, day)
+            trimmed.append(day)
+        return trimmed
+
+
+def _matches(rec: Record, filters: dict[str, str], kind: str | None) -> bool:
+    if kind is not None and rec.kind != kind:
+        return False
+    for k, v in filters.items():
+        if k == "decision" and rec.decision_id != v:
+            return False
+        if k == "session" and rec.session_id != v:
+            return False
+        if k == "user" and rec.user_ref != v:
+            return False
+        if k == "outcome" and rec.outcome.status != v:
+            return False
+        if k == "vector" and not (isinstance(rec, InterventionRecord) and rec.vector == v):
+            return False
+        if k == "rule":
+            rules = ({r.rule_id for r in rec.rules} if isinstance(rec, DecisionRecord)
+                     else {rec.rule_id})
+            if v not in rules:
+                return False
+    return True
+
+
+def _add(b: Bucket, field: str, n: int) -> None:
+    kind, _, name = field.partition(":")
+    if kind == "n":
+        if name == "decision":
+            b.decisions += n
+        else:
+            b.interventions += n
+    else:
+        target = {"o": b.outcomes, "r": b.rules, "v": b.vectors}[kind]
+        target[name] = target.get(name, 0) + n
+
+
+assert set(_DRIVE_ORDER) == set(INDEX_KINDS)
+

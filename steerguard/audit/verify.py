@@ -1,0 +1,213 @@
+"""Walk every chain and report the first modified, deleted, inserted or reordered record;
+compare with checkpoints (chain heads, streams' entries-added) to catch truncation."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import redis
+from pydantic import BaseModel
+
+from steerguard.audit.chain import GENESIS, record_hash
+from steerguard.audit.keys import KeySpace
+
+ProblemKind = Literal["modified", "deleted", "inserted", "reordered", "truncated", "unreadable"]
+
+
+@dataclass(slots=True)
+class Entry:
+    pos: int
+    day: str
+    stream_id: str
+    chain: str
+    seq: int
+    prev: str
+    hash: str
+    hash_ok: bool
+
+
+class Problem(BaseModel):
+    kind: ProblemKind
+    chain: str | None = None
+    seq: int | None = None
+    where: str | None = None  # "day/stream-id" of the record, when there is one
+    detail: str
+    pos: int = 0  # position in the walk, for "first"
+
+
+class VerifyReport(BaseModel):
+    ok: bool
+    records: int
+    chains: int
+    problems: list[Problem]
+    checkpoint: str | None = None
+
+    @property
+    def first(self) -> Problem | None:
+        return self.problems[0] if self.problems else None
+
+
+def read_day(client: redis.Redis, keys: KeySpace, day: str, chunk: int = 2000
+             ) -> Iterator[Entry]:
+    stream = keys.stream(day)
+    start = "-"
+    pos = 0
+    while True:
+        batch = client.xrange(stream, start, "+", count=chunk)
+        for sid, fields in batch:
+            r, h = fields.get(b"r", b""), fields.get(b"h", b"").decode()
+            try:
+                body = json.loads(r)
+                chain, seq, prev = str(body["chain"]), int(body["seq"]), str(body["prev"])
+            except (ValueError, KeyError, TypeError):
+                chain, seq, prev = "", -1, ""
+            yield Entry(pos, day, sid.decode(), chain, seq, prev, h, record_hash(r) == h)
+            pos += 1
+        if len(batch) < chunk:
+            return
+        start = "(" + batch[-1][0].decode()
+
+
+def read_checkpoints(path: Path | None) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Highest head per chain over all checkpoint lines, and the latest stream counters."""
+    chains: dict[str, dict] = {}
+    streams: dict[str, dict] = {}
+    if path is None or not path.exists():
+        return chains, streams
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        cp = json.loads(line)
+        for c, head in cp.get("chains", {}).items():
+            if head["seq"] > chains.get(c, {"seq": -1})["seq"]:
+                chains[c] = head
+        streams.update(cp.get("streams", {}))
+    return chains, streams
+
+
+def verify(client: redis.Redis, keys: KeySpace, checkpoint_path: Path | None = None
+           ) -> VerifyReport:
+    anchors = {k.decode(): json.loads(v) for k, v in client.hgetall(keys.anchors).items()}
+    trimmed_days = {d.decode() for d in client.smembers(keys.anchors + ":days")}
+    days = [d.decode() for d in client.zrange(keys.days, 0, -1)]
+    problems: list[Problem] = []
+    by_chain: dict[str, list[Entry]] = defaultdict(list)
+    n = 0
+    for day in days:
+        for e in read_day(client, keys, day):
+            e.pos = n
+            n += 1
+            if e.seq < 0:
+                problems.append(Problem(kind="unreadable", where=f"{day}/{e.stream_id}",
+                                        detail="entry is not an audit record", pos=e.pos))
+                continue
+            by_chain[e.chain].append(e)
+    for chain, entries in by_chain.items():
+        problems.extend(_walk(chain, entries, anchors.get(chain)))
+
+    ck_chains, ck_streams = read_checkpoints(checkpoint_path)
+    for chain, head in ck_chains.items():
+        anchor = anchors.get(chain)
+        if anchor and head["seq"] <= anchor["seq"]:
+            continue  # that part of the chain was removed by retention
+        entries = by_chain.get(chain, [])
+        at = next((e for e in entries if e.seq == head["seq"]), None)
+        last = max((e.seq for e in entries), default=-1)
+        if at is None and last < head["seq"]:
+            problems.append(Problem(
+                kind="truncated", chain=chain, seq=last + 1, pos=n,
+                detail=f"checkpoint has chain {chain} up to seq {head['seq']}; "
+                       f"the log ends at seq {last}"))
+        elif at is not None and at.hash != head["hash"]:
+            problems.append(Problem(
+                kind="modified", chain=chain, seq=head["seq"], where=f"{at.day}/{at.stream_id}",
+                detail="record differs from the checkpointed head hash", pos=at.pos))
+    for day, counters in ck_streams.items():
+        if day in trimmed_days:
+            continue
+        problems.extend(_stream_check(client, keys, day, counters, n))
+    problems.sort(key=lambda p: p.pos)
+    return VerifyReport(ok=not problems, records=n, chains=len(by_chain), problems=problems,
+                        checkpoint=str(checkpoint_path) if checkpoint_path else None)
+
+
+def _walk(chain: str, entries: list[Entry], anchor: dict | None) -> list[Problem]:
+    problems: list[Problem] = []
+    expect, prev = (anchor["seq"] + 1, anchor["hash"]) if anchor else (0, GENESIS)
+    present = {e.seq for e in entries}
+    done: set[int] = set()
+
+    def report(kind: ProblemKind, e: Entry, seq: int, detail: str) -> None:
+        problems.append(Problem(kind=kind, chain=chain, seq=seq, where=f"{e.day}/{e.stream_id}",
+                                detail=detail, pos=e.pos))
+
+    for e in entries:
+        if not e.hash_ok:
+            report("modified", e, e.seq, f"record seq {e.seq} does not match its hash")
+            return problems
+        if e.seq in done or (anchor and e.seq <= anchor["seq"]):
+            report("inserted", e, e.seq, f"a second record claims seq {e.seq}")
+            return problems
+        if e.seq > expect:
+            if expect in present:
+                report("reordered", e, expect,
+                       f"seq {e.seq} stored before seq {expect}")
+            else:
+                report("deleted", e, expect,
+                       f"seq {expect}..{e.seq - 1} missing before this record")
+            return problems
+        if e.prev != prev:
+            report("modified", e, e.seq - 1,
+                   f"seq {e.seq - 1} was changed: seq {e.seq} links to another hash")
+            return problems
+        done.add(e.seq)
+        expect, prev = e.seq + 1, e.hash
+    return problems
+
+
+def stream_counters(client: redis.Redis, keys: KeySpace, day: str) -> dict[str, int]:
+    info = client.xinfo_stream(keys.stream(day))
+    return {"entries_added": int(info["entries-added"]), "length": int(info["length"])}
+
+
+def _stream_check(client: redis.Redis, keys: KeySpace, day: str, ck: dict, pos: int
+                  ) -> list[Problem]:
+    try:
+        now = stream_counters(client, keys, day)
+    except redis.ResponseError:
+        now = {"entries_added": 0, "length": 0}
+    removed_then = ck["entries_added"] - ck["length"]
+    removed_now = now["entries_added"] - now["length"]
+    if now["entries_added"] < ck["entries_added"]:
+        detail = (f"stream of {day} was recreated: entries-added {now['entries_added']} < "
+                  f"checkpointed {ck['entries_added']}")
+    elif removed_now > removed_then:
+        detail = (f"{removed_now - removed_then} entries removed from the stream of {day} "
+                  "since the checkpoint (XDEL/XTRIM/XADD MAXLEN)")
+    else:
+        return []
+    return [Problem(kind="truncated", where=day, detail=detail, pos=pos)]
+
+
+def write_checkpoint(client: redis.Redis, keys: KeySpace, path: Path,
+                     report: VerifyReport | None = None) -> dict:
+    """Append the current heads and stream counters; take it only after a clean verify."""
+    heads: dict[str, dict] = {}
+    streams: dict[str, dict] = {}
+    for day in [d.decode() for d in client.zrange(keys.days, 0, -1)]:
+        for e in read_day(client, keys, day):
+            if e.seq > heads.get(e.chain, {"seq": -1})["seq"]:
+                heads[e.chain] = {"seq": e.seq, "hash": e.hash}
+        streams[day] = stream_counters(client, keys, day)
+    line = {"at": int(time.time() * 1000), "source": "verify", "chains": heads,
+            "streams": streams, "verified": report.ok if report else None}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(line, sort_keys=True) + "\n")
+    return line

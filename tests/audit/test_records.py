@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from steerguard.audit.build import RecordBuilder, RequestItem
+from steerguard.audit.chain import ChainHead, record_hash
+from steerguard.audit.config import DEFAULT_MASKS, AuditConfig
+from steerguard.audit.errors import AuditConfigError
+from steerguard.audit.masking import Masker
+from steerguard.audit.records import DecisionRecord, InterventionRecord, Outcome, parse_record
+from . import factories as f
+
+
+def _item(d, res=None, **kw) -> RequestItem:  # type: ignore[no-untyped-def]
+    n = len(res.reports) if res else len(d.plan.interventions)
+    base = dict(ids=[f"c-{i}" for i in range(n + 1)], ts=1_750_000_000_000, decision=d,
+                reports=res.reports if res else None, result=res, outcome=Outcome.completed(),
+                request_id="req-1", session_id="sess-1", user_id="alice", model=f.MODEL,
+                prompt="Mail me at kid@example.com", answer=None, trace_id="ab" * 16,
+                span_id="cd" * 8, latency_s=None)
+    base.update(kw)
+    return RequestItem(**base)
+
+
+def _builder(**kw) -> RecordBuilder:  # type: ignore[no-untyped-def]
+    opts = dict(store_user_id=False, store_text=False)
+    masker = kw.pop("masker", None)
+    opts.update(kw)
+    return RecordBuilder(b"k" * 32, Masker(DEFAULT_MASKS, masker), **opts)
+
+
+def test_bodies_match_the_schema_and_link_by_decision_id() -> None:
+    d = f.decision()
+    bodies, err = _builder().build(_item(d, f.result(d)))
+    assert err is None and len(bodies) == 3
+    chain = ChainHead("c")
+    recs = []
+    for b in bodies:
+        payload, digest = chain.seal(b)
+        assert record_hash(payload) == digest
+        recs.append(parse_record(payload))
+    dec, iv0, iv1 = recs
+    assert isinstance(dec, DecisionRecord) and isinstance(iv0, InterventionRecord)
+    assert dec.intervention_ids == (iv0.record_id, iv1.record_id)
+    assert {r.decision_id for r in recs} == {d.decision_id}
+    assert [r.seq for r in recs] == [0, 1, 2] and iv0.prev == record_hash(
+        chain_payload(bodies[0]))
+    assert dec.rules[0].rule_id == "minor-calm" and dec.prompt_tokens == 31
+    assert iv0.measured and iv0.measurements[0].projection_after == 0.35
+    assert iv0.coefficients[10] == pytest.approx(0.248)
+    assert dec.trace_id == "ab" * 16 and dec.model == f.MODEL
+
+
+def chain_payload(body: dict) -> bytes:  # type: ignore[type-arg]
+    from steerguard.audit.chain import canonical
+
+    return canonical(body)
+
+
+def test_user_is_a_keyed_hash_and_text_is_off_by_default() -> None:
+    d = f.decision()
+    dec = _builder().build(_item(d, f.result(d)))[0][0]
+    assert dec["user_ref_kind"] == "hmac" and "alice" not in dec["user_ref"]
+    assert dec["content"]["prompt_text"] is None and len(dec["content"]["prompt_hmac"]) == 32
+    raw = _builder(store_user_id=True).build(_item(d))[0][0]
+    assert raw["user_ref"] == "alice" and raw["user_ref_kind"] == "raw"
+
+
+def test_text_when_configured_is_masked() -> None:
+    d = f.decision(detail="reach me on 0044 7700 900123")
+    dec = _builder(store_text=True).build(_item(d, f.result(d)))[0][0]
+    assert dec["content"]["prompt_text"] == "Mail me at [EMAIL]"
+    assert dec["rules"][0]["evidence"][0]["detail"] == "reach me on [NUMBER]"
+
+
+def test_masking_failure_drops_the_decision_record_only() -> None:
+    def broken(text: str) -> str:
+        raise RuntimeError("masking service down")
+
+    d = f.decision()
+    bodies, err = _builder(store_text=True, masker=broken).build(_item(d, f.result(d)))
+    assert err is not None and "custom masker" in str(err)
+    assert [b["kind"] for b in bodies] == ["intervention", "intervention"]
+    assert all("Mail me" not in str(b) for b in bodies)
+
+
+def test_no_reports_records_planned_interventions_unmeasured() -> None:
+    d = f.decision()
+    bodies, _ = _builder().build(_item(d, outcome=Outcome.error(TimeoutError())))
+    ivs = [parse_record(ChainHead("c").seal(b)[0]) for b in bodies[1:]]
+    assert [iv.measured for iv in ivs] == [False, False]
+    assert bodies[0]["outcome"] == {"status": "error", "error_type": "TimeoutError"}
+
+
+def test_config_env_file_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg_file = tmp_path / "steerguard.yml"
+    cfg_file.write_text("audit:\n  key_prefix: fromfile\n  overflow: block\n")
+    monkeypatch.setenv("STEERGUARD_REDIS_URL", "redis://example:6379/1")
+    cfg = AuditConfig.load(cfg_file)
+    assert (cfg.key_prefix, cfg.overflow, cfg.redis_url) == (
+        "fromfile", "block", "redis://example:6379/1")
+    monkeypatch.setenv("STEERGUARD_AUDIT_OVERFLOW", "explode")
+    with pytest.raises(AuditConfigError, match="overflow"):
+        AuditConfig.load(cfg_file)
