@@ -10,7 +10,21 @@ from pathlib import Path
 from steerguard.policy.conditions import Node, compile_condition
 from steerguard.policy.decision import BundleRef
 from steerguard.policy.fields import Getter, getter
-from steerguard.policy.schema import BundleSpec, RuleSpec
+from steerguard.policy.schema import BundleSpec, RuleSpec, StrengthFrom
+from steerguard.runtime.plan import Operation
+
+
+@dataclass(frozen=True)
+class CompiledApply:
+    """One apply entry with the vector's defaults filled in."""
+
+    name: str  # the bundle's vector name
+    concept: str  # the library vector
+    vector_hash: str | None
+    strength: float | StrengthFrom
+    layers: tuple[int, ...]
+    op: Operation
+    positions: str
 
 
 @dataclass(frozen=True)
@@ -18,6 +32,7 @@ class CompiledRule:
     spec: RuleSpec
     when: Node
     rank: tuple[int, str]  # sort key: priority descending, then id
+    applies: tuple[CompiledApply, ...]
 
 
 @dataclass(frozen=True)
@@ -54,16 +69,35 @@ def spec_hash(spec: BundleSpec) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def compile_bundle(spec: BundleSpec, path: Path) -> Bundle:
-    rules = tuple(
-        sorted(
-            (
-                CompiledRule(spec=r, when=compile_condition(r.when), rank=(-r.priority, r.id))
-                for r in spec.rules
-            ),
-            key=lambda c: c.rank,
+def _applies(spec: BundleSpec, rule: RuleSpec) -> tuple[CompiledApply, ...]:
+    out = []
+    for a in rule.apply:
+        v = spec.vectors[a.vector]
+        out.append(
+            CompiledApply(
+                name=a.vector,
+                concept=v.concept or a.vector,
+                vector_hash=v.hash,
+                strength=v.strength if a.strength is None else a.strength,
+                layers=a.layers or v.layers,
+                op=a.op or v.op,
+                positions=a.positions or v.positions,
+            )
         )
+    return tuple(out)
+
+
+def compile_bundle(spec: BundleSpec, path: Path) -> Bundle:
+    compiled = (
+        CompiledRule(
+            spec=r,
+            when=compile_condition(r.when),
+            rank=(-r.priority, r.id),
+            applies=_applies(spec, r),
+        )
+        for r in spec.rules
     )
+    rules = tuple(sorted(compiled, key=lambda c: c.rank))
     return Bundle(
         spec=spec,
         path=path,

@@ -33,12 +33,15 @@ def _sign(x: float) -> int:
 
 @dataclass
 class _Slot:
-    """Summed strength of one (vector, layer, op, positions)."""
+    """Strengths of one (vector, op, positions), per layer, summed over rules."""
 
     rank: int  # order of the first rule that contributed
     vector_hash: str | None
-    strength: float = 0.0
-    sources: list[str] = field(default_factory=list)
+    layers: dict[int, float] = field(default_factory=dict)
+    sources: dict[int, list[str]] = field(default_factory=dict)
+
+
+SlotKey = tuple[str, Operation, str]
 
 
 def compose(
@@ -73,83 +76,87 @@ def compose(
             v = spec.vectors[name]
             denials.setdefault((v.concept or name, _sign(v.strength)), (name, r.spec.id))
 
-    # 4. contributions, summed per slot
-    slots: dict[tuple[str, int, Operation, str], _Slot] = {}
+    # 4. contributions, summed per vector, op, positions and layer
+    slots: dict[SlotKey, _Slot] = {}
     for rank, r in enumerate(survivors):
-        for a in r.spec.apply:
-            v = spec.vectors[a.vector]
-            concept = v.concept or a.vector
-            strength, note = _strength(a.strength, v.strength, profile)
+        rid = r.spec.id
+        for a in r.applies:
+            strength, note = _strength(a.strength, profile)
             if strength is None:
                 dropped.append(
                     Dropped(
-                        rule_id=r.spec.id,
-                        vector=a.vector,
-                        reason=DropReason.MISSING_VALUE,
-                        detail=note,
+                        rule_id=rid, vector=a.name, reason=DropReason.MISSING_VALUE, detail=note
                     )
                 )
                 continue
-            denial = denials.get((concept, _sign(strength))) or denials.get((concept, 0))
-            if denial is not None:
-                dropped.append(
-                    Dropped(
-                        rule_id=r.spec.id,
-                        vector=a.vector,
-                        reason=DropReason.DENIED,
-                        detail=f"denied by rule {denial[1]!r} ({denial[0]!r}); "
-                        f"strength {strength:+.3f}",
+            if denials:
+                denial = denials.get((a.concept, _sign(strength))) or denials.get((a.concept, 0))
+                if denial is not None:
+                    dropped.append(
+                        Dropped(
+                            rule_id=rid,
+                            vector=a.name,
+                            reason=DropReason.DENIED,
+                            detail=f"denied by rule {denial[1]!r} ({denial[0]!r}); "
+                            f"strength {strength:+.3f}",
+                        )
                     )
-                )
-                continue
-            op = a.op or v.op
-            positions = a.positions or v.positions
-            for layer in a.layers or v.layers:
-                slot = slots.setdefault(
-                    (concept, layer, op, positions), _Slot(rank=rank, vector_hash=v.hash)
-                )
-                slot.strength += strength
-                if r.spec.id not in slot.sources:
-                    slot.sources.append(r.spec.id)
+                    continue
+            slot = slots.get((a.concept, a.op, a.positions))
+            if slot is None:
+                slot = slots[(a.concept, a.op, a.positions)] = _Slot(rank, a.vector_hash)
+            for layer in a.layers:
+                slot.layers[layer] = slot.layers.get(layer, 0.0) + strength
+                src = slot.sources.setdefault(layer, [])
+                if rid not in src:
+                    src.append(rid)
 
     # 5. vector limit, in order of each vector's first contributing rule
     order: dict[str, int] = {}
-    for (concept, *_), slot in slots.items():
+    for (concept, _, _), slot in slots.items():
         order[concept] = min(order.get(concept, slot.rank), slot.rank)
-    kept = sorted(order, key=lambda c: (order[c], c))[: spec.limits.max_vectors]
-    for concept in sorted(set(order) - set(kept), key=lambda c: (order[c], c)):
-        first = next(s for k, s in slots.items() if k[0] == concept and s.rank == order[concept])
-        dropped.append(
-            Dropped(
-                rule_id=first.sources[0],
-                vector=concept,
-                reason=DropReason.OVER_VECTOR_LIMIT,
-                detail=f"max_vectors {spec.limits.max_vectors} already used by {', '.join(kept)}",
+    if len(order) > spec.limits.max_vectors:
+        ranked = sorted(order, key=lambda c: (order[c], c))
+        kept = ranked[: spec.limits.max_vectors]
+        for concept in ranked[spec.limits.max_vectors :]:
+            first = min((s for k, s in slots.items() if k[0] == concept), key=lambda s: s.rank)
+            dropped.append(
+                Dropped(
+                    rule_id=survivors[first.rank].spec.id,
+                    vector=concept,
+                    reason=DropReason.OVER_VECTOR_LIMIT,
+                    detail=f"max_vectors {spec.limits.max_vectors} already used by "
+                    + ", ".join(kept),
+                )
             )
-        )
-    slots = {k: s for k, s in slots.items() if k[0] in kept}
+        slots = {k: s for k, s in slots.items() if k[0] in kept}
 
-    # 6. per-layer budget, handed out in rule order
+    # 6. per-layer budget, handed out in rule order (only layers over budget need work)
+    for slot in slots.values():
+        for layer, value in slot.layers.items():
+            slot.layers[layer] = round(value, 9)  # 0.1 + 0.2 should equal 0.3 in a plan
     budget = spec.limits.max_total_strength
+    totals: dict[int, float] = {}
+    for (_, op, _), slot in slots.items():
+        if op is not Operation.ABLATE:  # ablation has no size to budget
+            for layer, value in slot.layers.items():
+                totals[layer] = totals.get(layer, 0.0) + abs(value)
     clamps: dict[tuple[str, str, float, float], list[int]] = {}
-    by_layer: dict[int, list[tuple[tuple[str, int, Operation, str], _Slot]]] = {}
-    for key, slot in slots.items():
-        slot.strength = round(slot.strength, 9)  # 0.1 + 0.2 should equal 0.3 in a plan
-        by_layer.setdefault(key[1], []).append((key, slot))
-    for layer, items in sorted(by_layer.items()):
+    for layer in sorted(ly for ly, t in totals.items() if t > budget + _EPS):
         left = budget
-        for key, slot in sorted(
-            items, key=lambda it: (it[1].rank, it[0][0], it[0][2].value, it[0][3])
-        ):
-            if key[2] is Operation.ABLATE:
-                continue  # ablation sets a component to zero; it has no size to budget
-            size = abs(slot.strength)
-            if size <= left + _EPS:
-                left -= size
+        users = [
+            (s.rank, k, s)
+            for k, s in slots.items()
+            if k[1] is not Operation.ABLATE and layer in s.layers
+        ]
+        for _, key, slot in sorted(users, key=lambda u: (u[0], u[1][0], u[1][1].value, u[1][2])):
+            value = slot.layers[layer]
+            if abs(value) <= left + _EPS:
+                left -= abs(value)
                 continue
-            new = round(_sign(slot.strength) * max(left, 0.0), 9)
-            clamps.setdefault((slot.sources[0], key[0], slot.strength, new), []).append(layer)
-            slot.strength, left = new, 0.0
+            new = round(_sign(value) * max(left, 0.0), 9)
+            clamps.setdefault((slot.sources[layer][0], key[0], value, new), []).append(layer)
+            slot.layers[layer], left = new, 0.0
     for (rule_id, concept, old, new), layers in clamps.items():
         dropped.append(
             Dropped(
@@ -163,11 +170,7 @@ def compose(
     return SteeringPlan(interventions=_interventions(slots)), dropped
 
 
-def _strength(
-    value: float | StrengthFrom | None, default: float, profile: Mapping[str, Any]
-) -> tuple[float | None, str]:
-    if value is None:
-        return default, ""
+def _strength(value: float | StrengthFrom, profile: Mapping[str, Any]) -> tuple[float | None, str]:
     if not isinstance(value, StrengthFrom):
         return value, ""
     name = value.from_.removeprefix("profile.")
@@ -180,31 +183,27 @@ def _strength(
     return min(max(s, value.min), value.max), f"{name} = {raw!r}"
 
 
-def _interventions(slots: dict[tuple[str, int, Operation, str], _Slot]) -> tuple[Intervention, ...]:
-    # Layers that share vector, op, positions, strength and sources become one intervention.
-    groups: dict[tuple[str, Operation, str, float, str | None, str], tuple[int, list[int]]] = {}
-    for (concept, layer, op, positions), slot in slots.items():
-        if op is Operation.ADD and slot.strength == 0.0:
-            continue
-        k = (concept, op, positions, slot.strength, slot.vector_hash, "+".join(slot.sources))
-        rank, layers = groups.setdefault(k, (slot.rank, []))
-        layers.append(layer)
-        groups[k] = (min(rank, slot.rank), layers)
-    out = [
-        (
-            rank,
-            Intervention(
+def _interventions(slots: dict[SlotKey, _Slot]) -> tuple[Intervention, ...]:
+    # Layers of one slot that share strength and sources become one intervention.
+    out: list[tuple[int, Intervention]] = []
+    for (concept, op, positions), slot in slots.items():
+        groups: dict[tuple[float, str], list[int]] = {}
+        for layer, value in slot.layers.items():
+            if op is Operation.ADD and value == 0.0:
+                continue
+            groups.setdefault((value, "+".join(slot.sources[layer])), []).append(layer)
+        pos = Positions.parse(positions)
+        for (value, sources), layers in groups.items():
+            intervention = Intervention(
                 vector=concept,
-                vector_hash=vhash,
+                vector_hash=slot.vector_hash,
                 layers=tuple(sorted(layers)),
-                strength=strength,
+                strength=value,
                 op=op,
-                positions=Positions.parse(positions),
+                positions=pos,
                 source=sources,
-            ),
-        )
-        for (concept, op, positions, strength, vhash, sources), (rank, layers) in groups.items()
-    ]
+            )
+            out.append((slot.rank, intervention))
     out.sort(key=lambda t: (t[0], t[1].vector, t[1].op.value, str(t[1].positions), t[1].layers))
     return tuple(i for _, i in out)
 

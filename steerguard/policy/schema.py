@@ -377,10 +377,13 @@ class StrengthFrom(_Spec):
 
 class ApplySpec(_Spec):
     vector: str
-    strength: Annotated[
-        Annotated[float, Tag("number")] | Annotated[StrengthFrom, Tag("from")],
-        Discriminator(_number_or_mapping("from")),
-    ] | None = Field(
+    strength: (
+        Annotated[
+            Annotated[float, Tag("number")] | Annotated[StrengthFrom, Tag("from")],
+            Discriminator(_number_or_mapping("from")),
+        ]
+        | None
+    ) = Field(
         default=None, description="A number, or taken from a profile field; default: the vector's."
     )
     layers: Layers | None = None
