@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from steerguard.audit.config import AuditConfig
 from steerguard.audit.embedded import EmbeddedServer
@@ -20,5 +22,8 @@ def connect(config: AuditConfig) -> tuple[redis.Redis, EmbeddedServer | None]:
         socket_timeout=config.socket_timeout_s,
         socket_connect_timeout=config.socket_timeout_s,
         health_check_interval=0,
+        # One quick retry covers a stale pooled connection; the writer owns real backoff
+        # (redis-py's default of 10 retries would stall the writer for seconds per call).
+        retry=Retry(NoBackoff(), 1),
     )
     return client, embedded

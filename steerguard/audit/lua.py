@@ -7,6 +7,8 @@ from __future__ import annotations
 
 # KEYS[1] = head hash. ARGV: tag, chain, first seq, n, n x (payload, hash, ts),
 # g, g x (suffix, count, positions...), a, a x (suffix, field, increment).
+# Index members are stream ids with the sequence part zero-padded, so that records with the
+# same timestamp (score) sort in write order (Redis orders equal scores by member bytes).
 # Only KEYS[1] is declared: declaring the stream would need read rights on it (EVAL's key
 # spec), and every key shares the day's hash tag, so one Cluster slot holds them all.
 WRITE_BATCH = """
@@ -19,7 +21,9 @@ local stream = tag .. 'log'
 local ids, ts = {}, {}
 local i = 5
 for k = 1, n do
-  ids[k] = redis.call('XADD', stream, '*', 'r', ARGV[i], 'h', ARGV[i + 1])
+  local id = redis.call('XADD', stream, '*', 'r', ARGV[i], 'h', ARGV[i + 1])
+  local ms, sq = string.match(id, '(%d+)-(%d+)')
+  ids[k] = ms .. '-' .. string.format('%06d', tonumber(sq))
   ts[k] = ARGV[i + 2]
   i = i + 3
 end

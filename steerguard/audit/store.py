@@ -165,7 +165,9 @@ class AuditStore:
         pipe = self.client.pipeline(transaction=False)
         stream = self.keys.stream(day)
         for i in ids:
-            pipe.xrange(stream, i, i, count=1)
+            ms, _, seq = i.partition("-")
+            sid = f"{ms}-{int(seq)}"  # index members pad the sequence part
+            pipe.xrange(stream, sid, sid, count=1)
         out: list[Record | None] = []
         for entries in pipe.execute():
             out.append(parse_record(entries[0][1][b"r"]) if entries else None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from steerguard.policy.decision import BundleRef, Decision, DropReason, Dropped, Evidence, RuleMatch
+from steerguard.policy.decision import BundleRef, Decision, Dropped, DropReason, Evidence, RuleMatch
 from steerguard.runtime.plan import Intervention, Operation, Positions, SteeringPlan
 from steerguard.runtime.report import InterventionReport, LayerMeasurement
 from steerguard.runtime.result import GenerationResult

@@ -10,6 +10,7 @@ from steerguard.audit.config import DEFAULT_MASKS, AuditConfig
 from steerguard.audit.errors import AuditConfigError
 from steerguard.audit.masking import Masker
 from steerguard.audit.records import DecisionRecord, InterventionRecord, Outcome, parse_record
+
 from . import factories as f
 
 

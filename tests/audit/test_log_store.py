@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from steerguard.audit import AuditConfig, AuditLog, AuditStore, AuditUnavailableError
+
+from . import factories as f
+
+
+def _fill(log: AuditLog, n: int, **kw) -> list[list[str]]:  # type: ignore[no-untyped-def]
+    out = []
+    for i in range(n):
+        d = f.decision(i, rule="minor-calm" if i % 2 else "adult-formal")
+        out.append(log.record(d, f.result(d), request_id=f"req-{i}", session_id=f"s-{i % 3}",
+                              user_id="alice" if i < n - 2 else "bob", **kw))
+    return out
+
+
+def test_query_paging_filters_and_stats(config: AuditConfig) -> None:
+    with AuditLog(config, model=f.MODEL) as log:
+        t0 = int(time.time() * 1000)
+        ids = _fill(log, 12)
+        assert log.flush(5)
+        assert log.counters.written == log.counters.queued == 36
+    store = AuditStore(redis.Redis.from_url(config.redis_url), config)
+
+    seen, cursor = [], None
+    while True:  # user + time range, paged 5 at a time, oldest first, no repeats
+        page = store.query(user="alice", since=t0 - 1000, limit=5, cursor=cursor)
+        seen += [r.record_id for r in page.records]
+        if page.cursor is None:
+            break
+        cursor = page.cursor
+    assert seen == [i for group in ids[:10] for i in group]
+
+    by_decision = store.query(decision=f.decision(3).decision_id).records
+    assert [r.kind for r in by_decision] == ["decision", "intervention", "intervention"]
+    calm_minor = store.query(vector="calm", rule="minor-calm", kind="intervention").records
+    assert len(calm_minor) == 6 and {r.vector for r in calm_minor} == {"calm"}
+    assert len(store.query(session="s-1", user="bob").records) == 3
+    assert store.query(outcome="error").records == []
+    assert store.query(user="alice", until=t0 - 1).records == []
+    assert len(store.query(limit=1000).records) == 36  # no index: the streams
+
+    stats = store.stats()
+    assert stats.total.decisions == 12 and stats.total.interventions == 24
+    assert stats.total.vectors == {"calm": 12, "formal": 12}
+    assert stats.total.rules == {"minor-calm": 6, "adult-formal": 6}
+    assert stats.total.outcomes == {"completed": 12}
+    assert [r.record_id for _, r in store.tail(3)] == ids[-1]
+    assert store.verify().ok
+
+
+def test_error_and_cancelled_outcomes(config: AuditConfig) -> None:
+    with AuditLog(config) as log:
+        d = f.decision(1)
+        log.record(d, None, ValueError("bad logits"), user_id="u")
+        log.record(f.decision(2), None, "cancelled", user_id="u")
+        assert log.flush(5)
+    store = AuditStore(redis.Redis.from_url(config.redis_url), config)
+    errs = store.query(outcome="error", kind="decision").records
+    assert [e.outcome.error_type for e in errs] == ["ValueError"]
+    assert store.stats(bucket="day").total.outcomes == {"error": 1, "cancelled": 1}
+
+
+def test_empty_plan_still_gets_a_decision_record(config: AuditConfig) -> None:
+    from steerguard.policy.decision import Decision
+
+    with AuditLog(config) as log:
+        ids = log.record(Decision(decision_id="nothing", bundle=f.BUNDLE), None)
+        assert len(ids) == 1 and log.flush(5)
+    rec = AuditStore(redis.Redis.from_url(config.redis_url), config).query(
+        decision="nothing").records
+    assert [r.record_id for r in rec] == ids
+
+
+def _stalled(config: AuditConfig, **kw) -> AuditLog:  # type: ignore[no-untyped-def]
+    cfg = config.model_copy(update={"max_queue": 2, **kw})
+    return AuditLog(cfg, start=False)  # writer not running: the queue stays full
+
+
+def test_overflow_refuse_raises_a_clear_error(config: AuditConfig) -> None:
+    log = _stalled(config, overflow="refuse")
+    log.record(f.decision(0))
+    log.record(f.decision(1))
+    with pytest.raises(AuditUnavailableError, match=r"queue full.*max_queue=2.*'refuse'"):
+        log.record(f.decision(2))
+    with pytest.raises(AuditUnavailableError):
+        log.check_available()
+    assert log.counters.refused == 1
+
+
+def test_overflow_block_waits_then_raises(config: AuditConfig) -> None:
+    log = _stalled(config, overflow="block", block_timeout_s=0.2)
+    log.record(f.decision(0))
+    log.record(f.decision(1))
+    t = time.monotonic()
+    with pytest.raises(AuditUnavailableError, match="'block'"):
+        log.record(f.decision(2))
+    assert time.monotonic() - t >= 0.2
+
+
+def test_overflow_buffer_drops_and_counts(config: AuditConfig) -> None:
+    log = _stalled(config, overflow="buffer")
+    for i in range(3):
+        log.record(f.decision(i))
+    assert log.counters.dropped_overflow == 3 and log.counters.queued == 6
+
+
+def test_closed_log_refuses(config: AuditConfig) -> None:
+    log = AuditLog(config)
+    log.close()
+    with pytest.raises(AuditUnavailableError, match="closed"):
+        log.record(f.decision(0))
