@@ -1,0 +1,139 @@
+"""Audit benchmark: enqueue cost, writer throughput with indexes vs plain batched XADD, a
+dashboard query (100 records by user and time), and memory per record.
+
+    python benchmarks/bench_audit.py [--url redis://127.0.0.1:6379/0] [--requests 10000]
+
+Uses its own key prefix and deletes only its keys. Writes benchmarks/results/audit.json."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import platform
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import redis
+
+from steerguard.audit import AuditConfig, AuditLog, AuditStore
+from steerguard.policy.decision import BundleRef, Decision, Evidence, RuleMatch
+from steerguard.runtime.plan import Intervention, SteeringPlan
+from steerguard.runtime.report import InterventionReport, LayerMeasurement
+from steerguard.runtime.result import GenerationResult
+from steerguard.vectors.fingerprint import ModelFingerprint
+
+MODEL = ModelFingerprint(model_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+                         architecture="LlamaForCausalLM", hidden_size=576, num_layers=30)
+
+
+def request(i: int) -> tuple[Decision, GenerationResult]:
+    ivs = tuple(Intervention(vector=v, vector_hash=hashlib.sha256(v.encode()).hexdigest()[:16],
+                             layers=(10, 11, 12), strength=0.1, source=f"rule-{i % 5}")
+                for v in ("calm", "formal"))
+    d = Decision(
+        decision_id=hashlib.sha256(str(i).encode()).hexdigest()[:24],
+        bundle=BundleRef(name="default", revision="r1", content_hash="ab" * 32),
+        matched=(RuleMatch(rule_id=f"rule-{i % 5}", priority=1, evidence=(
+            Evidence(predicate="keywords", source="message.user", detail="homework"),)),),
+        plan=SteeringPlan(interventions=ivs), explanation="matched")
+    reports = tuple(InterventionReport(
+        index=k, intervention=iv, vector_hash=iv.vector_hash or "",
+        coefficients={layer: 0.3 for layer in iv.layers},
+        layers=tuple(LayerMeasurement(layer=layer, positions_affected=40, delta_norm=0.9,
+                                      projection_before=0.1, projection_after=0.4)
+                     for layer in iv.layers)) for k, iv in enumerate(ivs))
+    return d, GenerationResult(text="an answer", token_ids=(1, 2, 3), prompt_tokens=20,
+                               finish_reason="stop", reports=reports, latency_s=0.2)
+
+
+def pct(values: list[float], p: float) -> float:
+    return statistics.quantiles(values, n=100)[int(p) - 1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--url", default="redis://127.0.0.1:6379/0")
+    ap.add_argument("--requests", type=int, default=10_000)
+    args = ap.parse_args()
+    prefix = "sgbench" + uuid.uuid4().hex[:8]
+    client = redis.Redis.from_url(args.url)
+    home = Path(tempfile.mkdtemp(prefix="sgbench-"))
+    cfg = AuditConfig(redis_url=args.url, key_prefix=prefix, home=home, max_queue=10**7,
+                      spill_fsync=False)
+    reqs = [request(i) for i in range(200)]
+    out: dict[str, object] = {"python": platform.python_version(),
+                              "redis": client.info("server").get("redis_version")}
+    try:
+        # 1. enqueue cost on the generation path (writer not running: pure record())
+        log = AuditLog(cfg, start=False)
+        per_call: list[float] = []
+        for i in range(args.requests):
+            d, r = reqs[i % len(reqs)]
+            t = time.perf_counter_ns()
+            log.record(d, r, request_id="req", session_id=f"s{i % 50}", user_id=f"u{i % 100}",
+                       prompt="hello")
+            per_call.append((time.perf_counter_ns() - t) / 1000)
+        records = log.counters.queued
+        per_record = [c / 3 for c in per_call]  # 1 decision + 2 interventions per call
+        out["enqueue_us"] = {"per_call_p50": round(pct(per_call, 50), 2),
+                             "per_call_p99": round(pct(per_call, 99), 2),
+                             "per_record_p99": round(pct(per_record, 99), 2), "target": 20}
+
+        # 2. throughput: the queued records, built, sealed and indexed by the writer
+        t = time.perf_counter()
+        log._writer.start()
+        assert log.flush(300), log.counters
+        dt = time.perf_counter() - t
+        log.close()
+        out["writer_records_per_s"] = round(records / dt)
+        out["records"] = records
+
+        # baseline: plain batched XADD of same-size payloads, same server, same run
+        stream = f"{prefix}:baseline"
+        payload = client.xrange(AuditStore(client, cfg).keys.stream(
+            AuditStore(client, cfg).days()[-1]), count=3)
+        bodies = [p[1] for p in payload]
+        t = time.perf_counter()
+        for start in range(0, records, 512):
+            pipe = client.pipeline(transaction=False)
+            for k in range(start, min(records, start + 512)):
+                pipe.xadd(stream, bodies[k % 3])
+            pipe.execute()
+        base = records / (time.perf_counter() - t)
+        out["baseline_xadd_per_s"] = round(base)
+        out["ratio_vs_baseline"] = round(out["writer_records_per_s"] / base, 2)  # type: ignore[operator]
+        client.delete(stream)
+
+        # 3. memory per record (stream + all indexes + aggregates)
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        mem = sum(client.memory_usage(k, samples=0) or 0 for k in keys)
+        out["memory_bytes_per_record"] = round(mem / records)
+        out["keys"] = len(keys)
+
+        # 4. dashboard query: 100 records of one user in a time range
+        store = AuditStore(client, cfg)
+        since = int(time.time() * 1000) - 3_600_000
+        lat: list[float] = []
+        for i in range(200):
+            t = time.perf_counter()
+            page = store.query(user=f"u{i % 100}", since=since, limit=100)
+            lat.append((time.perf_counter() - t) * 1000)
+            assert len(page.records) == 100
+        out["query_100_by_user_ms"] = {"p50": round(pct(lat, 50), 2),
+                                       "p95": round(pct(lat, 95), 2), "target_p95": 5}
+    finally:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        for i in range(0, len(keys), 1000):
+            client.unlink(*keys[i:i + 1000])
+    print(json.dumps(out, indent=2))
+    dest = Path(__file__).parent / "results" / "audit.json"
+    dest.parent.mkdir(exist_ok=True)
+    dest.write_text(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
