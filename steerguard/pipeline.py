@@ -26,6 +26,8 @@ from steerguard.runtime.engine import GenerationParams, LogitsProcessor, Prompt,
 from steerguard.runtime.plan import SteeringPlan
 from steerguard.runtime.program import PlanResolver, Probe
 from steerguard.runtime.result import GenerationResult
+from steerguard.telemetry import ModelCall, Telemetry, current_ids, get_telemetry
+from steerguard.telemetry.metrics import audit_log_stats
 
 Outcome = Literal["completed", "cancelled", "error"]
 PolicySource = PolicyEngine | Callable[[], PolicyEngine]
@@ -64,10 +66,12 @@ class Planned:
         decision: Decision | None,
         resolver: PlanResolver | None = None,
         probes: Sequence[Probe] = (),
+        call: ModelCall | None = None,
     ) -> None:
         self.decision = decision
         self.resolver = resolver
         self.probes = tuple(probes)
+        self.call = call  # the request's model-call span; stages hang their spans off it
 
     @property
     def plan(self) -> SteeringPlan | PlanResolver:
@@ -110,10 +114,15 @@ class SteeringPipeline:
         audit: AuditLog | None = None,
         *,
         probes: Mapping[str, ActivationProbe] | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.engine = engine
         self._policy = policy
         self.audit = audit
+        # The global OpenTelemetry API unless given: a no-op until the application sets an SDK.
+        self.telemetry = telemetry or get_telemetry()
+        if audit is not None:  # queue depth and written/spilled/dropped, read at collection
+            self.telemetry.metrics.observe_audit(audit_log_stats(audit), source=audit.chain_id)
         self._probes = dict(probes) if probes is not None else None
         self._probes_lock = threading.Lock()
 
@@ -129,25 +138,29 @@ class SteeringPipeline:
         request: Request,
         policy: PolicyEngine | None = None,
         activation_scores: Mapping[str, float] | None = None,
+        call: ModelCall | None = None,
     ) -> Decision:
-        return (policy or self.policy).decide(
-            request.messages, request.profile, request.context, activation_scores
-        )
+        with self.telemetry.decision(call) as traced:
+            decision = (policy or self.policy).decide(
+                request.messages, request.profile, request.context, activation_scores
+            )
+            traced.record(decision)
+        return decision
 
-    def plan(self, request: Request) -> Planned:
+    def plan(self, request: Request, call: ModelCall | None = None) -> Planned:
         """Decide now, or, when the bundle reads the model's activations, hand the engine a
         resolver that decides once the probes have scored the prompt."""
         policy = self.policy  # one revision for the whole request, even across a reload
         probes = self.activation_probes(policy)
         if not probes:
-            return Planned(self.decide(request, policy))
+            return Planned(self.decide(request, policy, call=call), call=call)
         planned = Planned(None, probes=[
             Probe(name, p.layer, p.direction_tensor()) for name, p in probes.items()
-        ])
+        ], call=call)
 
         def resolve(raw: Mapping[str, float]) -> SteeringPlan:
             scores = {n: probe_score(probes[n], float(v)) for n, v in raw.items() if n in probes}
-            planned.decision = self.decide(request, policy, scores)
+            planned.decision = self.decide(request, policy, scores, call=planned.call)
             return planned.decision.plan
 
         planned.resolver = resolve
@@ -162,14 +175,18 @@ class SteeringPipeline:
         logits_processor: LogitsProcessor | None = None,
         cancel: threading.Event | None = None,
     ) -> GenerationResult:
-        return self.engine.generate(
-            request.prompt,
-            planned.plan,
-            params,
-            probes=planned.probes,
-            logits_processor=logits_processor,
-            cancel=cancel,
-        )
+        known = planned.decision.plan if planned.decision is not None else None
+        with self.telemetry.steering(planned.call, known) as steering:
+            result = self.engine.generate(
+                request.prompt,
+                planned.plan,
+                params,
+                probes=planned.probes,
+                logits_processor=logits_processor,
+                cancel=cancel,
+            )
+            steering.record(result)
+        return result
 
     def stream(
         self,
@@ -181,15 +198,25 @@ class SteeringPipeline:
         cancel: threading.Event | None = None,
     ) -> Iterator[tuple[str, int | None, GenerationResult | None]]:
         """(text delta, token id, final result on the last item)."""
-        for chunk in self.engine.stream(
-            request.prompt,
-            planned.plan,
-            params,
-            probes=planned.probes,
-            logits_processor=logits_processor,
-            cancel=cancel,
-        ):
-            yield chunk.text, chunk.token_id, chunk.result
+        known = planned.decision.plan if planned.decision is not None else None
+        steering = self.telemetry.steering(planned.call, known)  # open across yields
+        try:
+            for chunk in self.engine.stream(
+                request.prompt,
+                planned.plan,
+                params,
+                probes=planned.probes,
+                logits_processor=logits_processor,
+                cancel=cancel,
+            ):
+                if chunk.result is not None:
+                    steering.record(chunk.result)
+                yield chunk.text, chunk.token_id, chunk.result
+        except Exception as exc:
+            steering.end(exc)
+            raise
+        finally:
+            steering.end()
 
     def record(
         self,
@@ -199,22 +226,27 @@ class SteeringPipeline:
         outcome: Outcome,
         error: BaseException | None = None,
         latency_s: float | None = None,
+        call: ModelCall | None = None,
     ) -> list[str]:
         """Queue the audit records (decision first, one per intervention); [] without a log."""
         if self.audit is None:
             return []
-        return self.audit.record(
-            decision,
-            result,
-            error if outcome == "error" and error is not None else outcome,
-            request_id=request.request_id,
-            session_id=request.session_id,
-            user_id=request.user_id,
-            model=self.engine.fingerprint,
-            prompt=request.last_user_text,
-            answer=result.text if result is not None else None,
-            latency_s=latency_s,
-        )
+        with self.telemetry.audit(call):
+            trace_id, span_id = current_ids()  # the audit span's: the span that made them
+            return self.audit.record(
+                decision,
+                result,
+                error if outcome == "error" and error is not None else outcome,
+                request_id=request.request_id,
+                session_id=request.session_id,
+                user_id=request.user_id,
+                model=self.engine.fingerprint,
+                prompt=request.last_user_text,
+                answer=result.text if result is not None else None,
+                latency_s=latency_s,
+                trace_id=trace_id,
+                span_id=span_id,
+            )
 
     # whole requests ---------------------------------------------------------------------
 
@@ -228,7 +260,7 @@ class SteeringPipeline:
     ) -> Turn:
         """decide -> generate -> record. A failed generation is recorded, then re-raised."""
         started = time.perf_counter()
-        planned = self.plan(request)
+        planned = self._plan_traced(request, params)
         try:
             result = self.generate(
                 request, planned, params, logits_processor=logits_processor, cancel=cancel
@@ -249,7 +281,7 @@ class SteeringPipeline:
         """Text deltas as (text, token id), then the Turn. Closing the iterator early cancels
         generation and records the request as cancelled."""
         started = time.perf_counter()
-        planned = self.plan(request)
+        planned = self._plan_traced(request, params, stream=True)
         cancel = cancel or threading.Event()
         result: GenerationResult | None = None
         chunks = self.stream(
@@ -288,23 +320,53 @@ class SteeringPipeline:
         decision = self._decision_of(request, planned)
         cancelled = force_cancelled or (result is not None and result.finish_reason == "cancelled")
         outcome: Outcome = "cancelled" if cancelled or result is None else "completed"
-        ids = self.record(
-            request, decision, result, outcome, latency_s=time.perf_counter() - started
-        )
+        try:
+            ids = self.record(
+                request, decision, result, outcome, latency_s=time.perf_counter() - started,
+                call=planned.call,
+            )
+        except BaseException as exc:
+            self._end_call(planned, exc)
+            raise
+        self._end_call(planned)
         return Turn(request, decision, result, outcome, ids)
 
     def _record_failure(
         self, request: Request, planned: Planned, exc: BaseException, started: float
     ) -> None:
-        decision = self._decision_of(request, planned)
-        self.record(
-            request, decision, None, "error", exc, latency_s=time.perf_counter() - started
-        )
+        try:
+            decision = self._decision_of(request, planned)
+            self.record(
+                request, decision, None, "error", exc, latency_s=time.perf_counter() - started,
+                call=planned.call,
+            )
+        finally:
+            self._end_call(planned, exc)
 
     def _decision_of(self, request: Request, planned: Planned) -> Decision:
         # A resolver that never ran (cancelled or failed before the probe layer) still owes
         # the audit log a decision: decide without scores.
-        return planned.decision or self.decide(request)
+        return planned.decision or self.decide(request, call=planned.call)
+
+    def _plan_traced(
+        self, request: Request, params: GenerationParams, stream: bool = False
+    ) -> Planned:
+        """Start the request's `chat {model}` span and plan under it; `_finish` or
+        `_record_failure` ends it."""
+        call = self.telemetry.model_call(
+            self.engine.fingerprint.model_id, params, messages=request.messages,
+            stream=stream, request_id=request.request_id, conversation_id=request.session_id,
+        )
+        try:
+            return self.plan(request, call)
+        except BaseException as exc:
+            call.end(exc)
+            raise
+
+    @staticmethod
+    def _end_call(planned: Planned, error: BaseException | None = None) -> None:
+        if planned.call is not None:
+            planned.call.end(error)
 
     def activation_probes(self, policy: PolicyEngine) -> dict[str, ActivationProbe]:
         """Calibrated probes for the bundle's activation conditions ({} when it has none).

@@ -109,7 +109,8 @@ class SteerguardMetrics:
     # audit callbacks -------------------------------------------------------------------------
 
     def observe_audit(self, stats: AuditStats, source: str = "default") -> Callable[[], None]:
-        """Observe an audit log's counters; returns a function that stops observing.
+        """Observe an audit log's counters under `source` (one series per source); returns a
+        function that stops observing.
 
         A bound method is held weakly, so a forgotten registration never keeps a closed audit
         log alive.
@@ -119,8 +120,10 @@ class SteerguardMetrics:
             weakref.WeakMethod(stats) if isinstance(stats, MethodType) else lambda: stats
         )
         with self._lock:
+            # One registration per source: registering it again replaces the old one.
+            kept = {k: v for k, v in self._sources.items() if v[0] != source}
             key, self._next = self._next, self._next + 1
-            self._sources = {**self._sources, key: (source, ref)}
+            self._sources = {**kept, key: (source, ref)}
 
         def unregister() -> None:
             with self._lock:

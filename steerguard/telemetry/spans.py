@@ -156,7 +156,7 @@ class Telemetry:
                 a.VECTORS: mapping.vector_names(plan),
                 a.INTERVENTION_COUNT: sum(1 for i in plan.interventions if not i.is_noop),
             })
-        return SteeringScope(self, call, span)
+        return SteeringScope(self, call, span, named=plan is not None)
 
     def audit(self, call: ModelCall | None = None) -> AbstractContextManager[Span]:
         """The audit enqueue span, current inside: records built here carry its ids."""
@@ -267,10 +267,13 @@ class DecisionScope:
 class SteeringScope:
     """The steering span: one `steerguard.intervention` event per measured intervention."""
 
-    def __init__(self, tel: Telemetry, call: ModelCall | None, span: Span) -> None:
+    def __init__(
+        self, tel: Telemetry, call: ModelCall | None, span: Span, named: bool = False
+    ) -> None:
         self.telemetry = tel
         self.call = call
         self.span = span
+        self.named = named  # vector names already set from the plan
         self._ended = False
 
     def __enter__(self) -> SteeringScope:
@@ -287,6 +290,10 @@ class SteeringScope:
             for report in result.reports:
                 self.span.add_event(a.INTERVENTION_EVENT, mapping.intervention_event(report))
             self.span.set_attributes(mapping.result_attributes(result))
+            if not self.named:
+                # The plan was chosen mid-prefill (activation conditions): name what ran.
+                vectors = dict.fromkeys(r.intervention.vector for r in result.reports)
+                self.span.set_attribute(a.VECTORS, list(vectors))
         self.telemetry.metrics.record_interventions(r.intervention for r in result.reports)
         if self.call is not None:
             self.call.record_result(result)

@@ -1,0 +1,146 @@
+"""Through the real pipeline (tiny random Llama, real policy engine, real Redis): every audit
+record carries the trace and span ids of an exported span, and the spans nest as documented."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import torch
+from opentelemetry import trace
+
+from steerguard.audit import AuditConfig, AuditLog, AuditStore
+from steerguard.pipeline import Request, SteeringPipeline, Turn
+from steerguard.policy.engine import PolicyEngine
+from steerguard.policy.inputs import ChatMessage
+from steerguard.policy.loader import load_bundle_text
+from steerguard.runtime.engine import GenerationParams, SteeringEngine
+from steerguard.telemetry import attributes as a
+from steerguard.vectors.steering_vector import ExtractionInfo, SteeringVector
+from tests.telemetry.conftest import Otel
+
+pytestmark = pytest.mark.redis
+REDIS_URL = "redis://127.0.0.1:6379/0"
+PARAMS = GenerationParams(max_new_tokens=4)
+BUNDLE = """\
+name: teltest
+revision: "r1"
+on_error: closed
+limits: {max_total_strength: 1.0, max_vectors: 4}
+vectors:
+  calm: {layers: [1, 2], strength: 0.3}
+  formal: {layers: [2, 3], strength: 0.2}
+rules:
+  - id: upset-calm
+    priority: 10
+    when: {keywords: {words: [furious]}}
+    apply: [calm, formal]
+"""
+
+
+@pytest.fixture(scope="module")
+def engine() -> SteeringEngine:
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+
+    from steerguard.errors import ModelLoadError
+    from steerguard.runtime.loading import bundled_model_dir, wrap_model
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(bundled_model_dir())  # the real chat template
+    except ModelLoadError as exc:
+        pytest.skip(str(exc))
+    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                      num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=512)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    loaded = wrap_model(model, tokenizer, "tiny-llama")
+    vectors = {
+        name: SteeringVector(name=name, fingerprint=loaded.fingerprint,
+                             directions={layer: torch.randn(64) for layer in range(4)},
+                             extraction=ExtractionInfo(method="random"))
+        for name in ("calm", "formal")
+    }
+    return SteeringEngine(loaded, vectors)
+
+
+@pytest.fixture
+def audit(tmp_path: Path) -> Iterator[AuditLog]:
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        pytest.skip("no Redis at 127.0.0.1:6379")
+    prefix = "sgtel" + uuid.uuid4().hex[:10]
+    config = AuditConfig(redis_url=REDIS_URL, key_prefix=prefix, home=tmp_path,
+                         spill_fsync=False)
+    log = AuditLog(config)
+    yield log
+    log.close()
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))  # only our keys
+    if keys:
+        client.unlink(*keys)
+    client.close()
+
+
+def request(text: str) -> Request:
+    return Request(messages=(ChatMessage(role="user", content=text),),
+                   prompt=[{"role": "user", "content": text}])
+
+
+def hex_ids(span: object) -> tuple[str, str]:
+    ctx = span.context  # type: ignore[attr-defined]
+    return trace.format_trace_id(ctx.trace_id), trace.format_span_id(ctx.span_id)
+
+
+def test_audit_records_carry_exported_span_ids(engine, audit: AuditLog, otel: Otel) -> None:
+    policy = PolicyEngine(load_bundle_text(BUNDLE, "bundle.yaml"))
+    pipeline = SteeringPipeline(engine, policy, audit, telemetry=otel.telemetry)
+
+    turns = [pipeline.run(request("I am furious about my order"), PARAMS),
+             pipeline.run(request("hello there"), PARAMS)]
+    streamed = list(pipeline.run_stream(request("still furious"), PARAMS))
+    assert isinstance(streamed[-1], Turn)
+    turns.append(streamed[-1])
+    early = pipeline.run_stream(request("furious again"), PARAMS)
+    next(early)
+    early.close()  # cancelled mid-stream: still recorded, still traced
+    assert audit.flush(10)
+
+    spans = otel.spans()
+    by_ids = {hex_ids(s): s for s in spans}
+    records = AuditStore(audit.client, audit.config).query(limit=100).records
+    steered = [t for t in turns if t.decision.plan.interventions]
+    expected = sum(1 + len(t.decision.plan.interventions) for t in turns) + 3  # + cancelled
+    assert len(records) == expected
+    for record in records:
+        span = by_ids[(record.trace_id, record.span_id)]  # type: ignore[index]
+        assert span.name == a.SPAN_AUDIT
+        assert span.parent is not None
+        root = by_ids[(record.trace_id, trace.format_span_id(span.parent.span_id))]
+        assert root.name == "chat tiny-llama"
+        assert dict(root.attributes or {})[a.DECISION_ID] == record.decision_id
+
+    roots = [s for s in spans if s.name == "chat tiny-llama"]
+    assert len(roots) == 4
+    assert len({s.context.trace_id for s in roots}) == 4  # one trace per request
+    for root in roots:
+        children = sorted(s.name for s in spans
+                          if s.parent is not None and s.parent.span_id == root.context.span_id)
+        assert children == sorted([a.SPAN_DECISION, a.SPAN_STEERING, a.SPAN_AUDIT])
+    cancelled = [s for s in roots
+                 if tuple(dict(s.attributes or {}).get(a.GEN_AI_RESPONSE_FINISH_REASONS, ()))
+                 == ("cancelled",)]
+    assert len(cancelled) == 1
+    events = [e for s in spans if s.name == a.SPAN_STEERING for e in s.events]
+    assert len(events) == 2 * 3  # calm and formal on three steered requests
+    assert all(e.attributes and e.attributes[a.INTERVENTION_DELTA_NORM] >= 0 for e in events)
+    assert len(steered) == 2
+
+    names = otel.metrics()
+    assert a.METRIC_AUDIT_WRITTEN in names
+    (written,) = names[a.METRIC_AUDIT_WRITTEN].data.data_points
+    assert written.value == expected  # type: ignore[union-attr]
