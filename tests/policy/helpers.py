@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from steerguard.policy.engine import PolicyEngine
+from steerguard.policy.errors import PolicyError
+from steerguard.policy.loader import load_bundle_text
+
+HEADER = """\
+name: t
+revision: "1"
+on_error: {on_error}
+limits: {{max_total_strength: {budget}, max_vectors: {max_vectors}}}
+vectors:
+  empathy: {{layers: [8, 9], strength: 0.3}}
+  caution: {{layers: [8, 9], strength: 0.2}}
+  formal: {{concept: formality, layers: [8, 9], strength: 0.3}}
+  casual: {{concept: formality, layers: [8, 9], strength: -0.3}}
+  concise: {{concept: concision, layers: [9, 10], strength: 0.2}}
+profile:
+  age_band: {{type: enum, values: [minor, adult]}}
+  roles: {{type: list, values: [customer, vip]}}
+  formality_preference: {{type: number, min: 0, max: 1}}
+  preferences.register: {{type: enum, values: [formal, casual]}}
+  consent.personalization: {{type: boolean}}
+context:
+  channel: {{type: enum, values: [chat, sms]}}
+activations:
+  harmful: {{layer: 4}}
+rules:
+"""
+
+
+def bundle_yaml(
+    rules: str, on_error: str = "closed", budget: float = 1.0, max_vectors: int = 4
+) -> str:
+    head = HEADER.format(on_error=on_error, budget=budget, max_vectors=max_vectors)
+    return head + textwrap.indent(textwrap.dedent(rules).strip("\n"), "  ") + "\n"
+
+
+def engine(rules: str, **kw: object) -> PolicyEngine:
+    return PolicyEngine(load_bundle_text(bundle_yaml(rules, **kw), "t.yaml"))  # type: ignore[arg-type]
+
+
+def load_errors(text: str) -> PolicyError:
+    with pytest.raises(PolicyError) as e:
+        load_bundle_text(text, "t.yaml")
+    return e.value

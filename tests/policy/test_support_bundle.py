@@ -1,0 +1,91 @@
+"""The shipped support bundle passes its own YAML tests; the CLI runs them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from steerguard.cli.policy import app
+from steerguard.policy.testing import run_bundle_tests
+
+REPO = Path(__file__).resolve().parents[2]
+SUPPORT = REPO / "policies" / "support"
+runner = CliRunner()
+
+
+def test_support_bundle_cases_pass_with_full_coverage() -> None:
+    report = run_bundle_tests(SUPPORT)
+    assert report.error is None
+    assert len(report.results) >= 20
+    assert [(r.name, r.failures) for r in report.results if not r.ok] == []
+    assert report.uncovered == []
+
+
+def test_cli_validate_and_test() -> None:
+    res = runner.invoke(app, ["validate", str(SUPPORT)])
+    assert res.exit_code == 0 and "ok support" in res.output
+    res = runner.invoke(app, ["test", str(REPO / "policies")])
+    assert res.exit_code == 0, res.output
+    assert "9/9 rules exercised" in res.output
+
+
+def test_cli_test_fails_without_tests_and_reports_coverage(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["test", str(tmp_path)])
+    assert res.exit_code == 1 and "no policy test found" in res.output
+    (tmp_path / "b").mkdir()
+    text = (
+        (SUPPORT / "bundle.yaml")
+        .read_text()
+        .replace("../conditions", str(REPO / "policies/conditions"))
+    )
+    (tmp_path / "b" / "bundle.yaml").write_text(text)
+    (tmp_path / "b" / "tests").mkdir()
+    (tmp_path / "b" / "tests" / "one.yaml").write_text(
+        "defaults: {activation_scores: {harmful_request: 0, distress: 0}}\n"
+        "cases:\n  - {name: sms, message: hi, context: {channel: sms},\n"
+        "     expect: {applied: {concision: 0.3}}}\n"
+    )
+    res = runner.invoke(app, ["test", str(tmp_path)])
+    assert res.exit_code == 1
+    assert "concision strength +0.2500" in res.output and "1/9 rules exercised" in res.output
+    assert "not exercised: harmful-refusal" in res.output
+
+
+def test_cli_validate_reports_errors_with_positions(tmp_path: Path) -> None:
+    f = tmp_path / "bad.yaml"
+    f.write_text(
+        (SUPPORT / "bundle.yaml").read_text().replace("apply: [refusal]", "apply: [refusl]")
+    )
+    res = runner.invoke(app, ["validate", str(f)])
+    assert res.exit_code == 1
+    assert "bad.yaml:" in res.output and "unknown vector 'refusl'" in res.output
+
+
+def test_cli_explain_json(tmp_path: Path) -> None:
+    profile = tmp_path / "p.yaml"
+    profile.write_text("user_id: u1\nage_band: minor\n")
+    args = [
+        "explain",
+        "-b",
+        str(SUPPORT),
+        "--profile",
+        str(profile),
+        "--message",
+        "keep it short please",
+    ]
+    args += ["-s", "harmful_request=0.1", "-s", "distress=0.1", "--json"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.output)
+    assert [m["rule_id"] for m in d["matched"]] == ["minor-safety", "brevity-request"]
+    assert {i["vector"] for i in d["plan"]["interventions"]} == {"caution", "concision"}
+    res = runner.invoke(app, args[:-1])
+    assert res.exit_code == 0 and "minor-safety" in res.output
+
+
+def test_cli_schema_is_json_schema() -> None:
+    res = runner.invoke(app, ["schema"])
+    schema = json.loads(res.output)
+    assert schema["title"] == "BundleSpec" and "rules" in schema["properties"]
