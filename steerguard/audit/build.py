@@ -48,6 +48,7 @@ class RecordBuilder:
         self._store_user_id = store_user_id
         self._store_text = store_text
         self._model_cache: dict[int, dict[str, Any]] = {}
+        self._plan_hashes: dict[int, tuple[Any, str]] = {}
 
     def keyed_hash(self, domain: str, value: str) -> str:
         return hmac.new(self._key, f"{domain}\0{value}".encode(), hashlib.sha256).hexdigest()[:32]
@@ -93,7 +94,7 @@ class RecordBuilder:
                  "detail": self._mask(x.detail)}
                 for x in d.dropped
             ],
-            plan_hash=d.plan.content_hash(),
+            plan_hash=self._plan_hash(d),
             intervention_ids=[i["record_id"] for i in interventions],
             explanation=self._mask(d.explanation),
             failed_closed=d.failed_closed,
@@ -128,6 +129,17 @@ class RecordBuilder:
             "trace_id": item.trace_id,
             "span_id": item.span_id,
         }
+
+    def _plan_hash(self, d: Decision) -> str:
+        """Plans repeat across requests; hashing one costs a JSON dump, so keep the last few."""
+        hit = self._plan_hashes.get(id(d.plan))
+        if hit is not None and hit[0] is d.plan:
+            return hit[1]
+        if len(self._plan_hashes) > 1024:
+            self._plan_hashes.clear()
+        digest = d.plan.content_hash()
+        self._plan_hashes[id(d.plan)] = (d.plan, digest)
+        return digest
 
     def _model(self, fp: ModelFingerprint | None) -> dict[str, Any] | None:
         if fp is None:
