@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from steerguard.audit.build import RecordBuilder
 from steerguard.audit.config import AuditConfig
 from steerguard.audit.connection import connect
+from steerguard.audit.embedded import EmbeddedServer
 from steerguard.audit.keys import INDEX_KINDS, KeySpace, day_of, day_start_ms, days_between
 from steerguard.audit.masking import Masker
 from steerguard.audit.records import DecisionRecord, InterventionRecord, parse_record
@@ -79,12 +80,21 @@ class AuditStore:
         self.config = config or AuditConfig.load()
         self.keys = KeySpace(self.config.key_prefix)
         self._builder: RecordBuilder | None = None
+        self._embedded: EmbeddedServer | None = None
 
     @classmethod
     def from_config(cls, config: AuditConfig | None = None) -> AuditStore:
         config = config or AuditConfig.load()
-        client, _ = connect(config)
-        return cls(client, config)
+        client, embedded = connect(config)
+        store = cls(client, config)
+        store._embedded = embedded
+        return store
+
+    def close(self) -> None:
+        """Close the connection (and stop an embedded server this store started)."""
+        self.client.close()
+        if self._embedded is not None:
+            self._embedded.stop()
 
     def user_ref(self, user_id: str) -> str:
         """The reference records carry for `user_id` (needs the same HMAC key as the writer)."""
