@@ -8,6 +8,7 @@ first false branch. A predicate that cannot be evaluated raises EvaluationError;
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -231,33 +232,45 @@ def _tool(cond: ToolCond) -> Node:
     return node
 
 
-def _field(scope: str, pred: FieldPredicate) -> Node:
-    name, op = pred.field, pred.op
-    source = f"{scope}.{name}"
-    predicate = f"{scope}.{op}"
-
-    def test(value: Any) -> bool:
-        if op == "exists":
-            return (value is not MISSING) == pred.exists
-        if value is MISSING:
-            return False
-        many = isinstance(value, list | tuple)
-        if op == "equals":
-            return pred.equals in value if many else value == pred.equals
-        if op == "in":
-            allowed = pred.in_ or []
-            return any(v in allowed for v in value) if many else value in allowed
-        r = pred.range
-        assert r is not None
-        return (
-            not isinstance(value, bool)
-            and (r.min is None or value >= r.min)
-            and (r.max is None or value <= r.max)
+def _field_test(pred: FieldPredicate) -> Callable[[Any], bool]:
+    """A test specialised per operator at load; list-valued fields match on any element."""
+    op = pred.op
+    if op == "exists":
+        want = bool(pred.exists)
+        return lambda v: (v is not MISSING) == want
+    if op == "equals":
+        target = pred.equals
+        return lambda v: (
+            v is not MISSING
+            and (
+                target in v
+                if isinstance(v, list)
+                else v
+                == target  # types match: values and literals are checked against the declaration
+            )
         )
+    if op == "in":
+        allowed = set(pred.in_ or [])
+        return lambda v: (
+            v is not MISSING
+            and (any(x in allowed for x in v) if isinstance(v, list) else v in allowed)
+        )
+    r = pred.range
+    assert r is not None
+    lo = -math.inf if r.min is None else r.min
+    hi = math.inf if r.max is None else r.max
+    return lambda v: isinstance(v, int | float) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def _field(scope: str, pred: FieldPredicate) -> Node:
+    name = pred.field
+    source = f"{scope}.{name}"
+    predicate = f"{scope}.{pred.op}"
+    test = _field_test(pred)
+    use_profile = scope == "profile"
 
     def node(inp: EvalInput, ev: list[Evidence]) -> bool:
-        values = inp.profile if scope == "profile" else inp.context
-        value = values.get(name, MISSING)
+        value = (inp.profile if use_profile else inp.context).get(name, MISSING)
         if not test(value):
             return False
         shown = "absent" if value is MISSING else repr(value)
