@@ -25,6 +25,9 @@ class ExtractionInfo(BaseModel):
     layer_scores: dict[int, float] = Field(
         default_factory=dict, description="Held-out pair separation (0..1) per layer."
     )
+    layer_effects: dict[int, float] = Field(
+        default_factory=dict, description="Held-out paired effect size (mean gap / std)."
+    )
     recommended_layers: tuple[int, ...] = ()
 
 

@@ -1,0 +1,85 @@
+"""Vectors on disk, one folder per model: build from concepts once, load afterwards."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from steerguard.errors import VectorError
+from steerguard.runtime.engine import SteeringEngine
+from steerguard.runtime.loading import steerguard_home
+from steerguard.vectors.datasets import load_concept, load_concepts
+from steerguard.vectors.fingerprint import ModelFingerprint
+from steerguard.vectors.steering_vector import SteeringVector
+from steerguard.vectors.storage import load_vector, save_vector
+
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def _slug(fingerprint: ModelFingerprint) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", fingerprint.model_id).strip("_") or "model"
+
+
+class VectorLibrary:
+    """`root/<model>/<name>.safetensors`; default root is $STEERGUARD_HOME/vectors."""
+
+    def __init__(self, fingerprint: ModelFingerprint, root: Path | None = None) -> None:
+        self.fingerprint = fingerprint
+        self.folder = Path(root or steerguard_home() / "vectors") / _slug(fingerprint)
+
+    def path(self, name: str) -> Path:
+        if not _NAME.match(name):
+            raise VectorError(f"vector name {name!r}: use letters, digits, '_', '.', '-' only")
+        return self.folder / f"{name}.safetensors"
+
+    def names(self) -> list[str]:
+        return sorted(p.stem for p in self.folder.glob("*.safetensors"))
+
+    def load(self, name: str) -> SteeringVector:
+        path = self.path(name)
+        if not path.is_file():
+            known = ", ".join(self.names()) or "none; run `steerguard vectors build`"
+            raise VectorError(f"no vector {name!r} in {self.folder} (have: {known})")
+        return load_vector(path, self.fingerprint)
+
+    def load_all(self) -> list[SteeringVector]:
+        return [self.load(name) for name in self.names()]
+
+    def save(self, vector: SteeringVector) -> Path:
+        vector.check_fits(self.fingerprint)
+        return save_vector(vector, self.path(vector.name))
+
+    def build(
+        self, engine: SteeringEngine, concepts_dir: Path, *, force: bool = False
+    ) -> list[SteeringVector]:
+        """Extract every concept whose stored vector is missing or from other data."""
+        from steerguard.vectors.extraction import extract
+
+        built = []
+        for concept in load_concepts(concepts_dir):
+            current = self._current(concept.meta.name, concept.dataset_hash)
+            if current is None or force:
+                current = extract(engine, concept)
+                self.save(current)
+            built.append(current)
+        return built
+
+    def _current(self, name: str, dataset_hash: str) -> SteeringVector | None:
+        if not self.path(name).is_file():
+            return None
+        try:
+            vector = self.load(name)
+        except VectorError:
+            return None  # unreadable or for another model: rebuild
+        return vector if vector.extraction.dataset_hash == dataset_hash else None
+
+    def load_into(self, engine: SteeringEngine, concepts_dir: Path | None = None) -> list[str]:
+        """Add stored vectors (building from `concepts_dir` first, if given) to `engine`."""
+        vectors = self.build(engine, concepts_dir) if concepts_dir else self.load_all()
+        for vector in vectors:
+            engine.add_vector(vector)
+        return [v.name for v in vectors]
+
+
+def concept_meta(concepts_dir: Path, name: str):  # noqa: ANN201 - re-export for the CLI
+    return load_concept(Path(concepts_dir) / name).meta
