@@ -96,3 +96,20 @@ def test_a_bound_method_source_is_held_weakly(otel: Otel) -> None:
     gc.collect()
     assert a.METRIC_AUDIT_QUEUE_DEPTH not in otel.metrics() or not points(
         otel, a.METRIC_AUDIT_QUEUE_DEPTH)
+
+
+def test_audit_log_stats_reads_the_log_counters_weakly() -> None:
+    from steerguard.audit.writer import AuditCounters
+    from steerguard.telemetry.metrics import audit_log_stats
+
+    class Log:
+        counters = AuditCounters(queued=10, written=5, spilled=2, dropped_masking=1,
+                                 dropped_overflow=4)
+
+    log = Log()
+    stats = audit_log_stats(log)
+    # overflow drops were never accepted, so they are not in the queue either way
+    assert stats() == {"queue_depth": 2, "written": 5, "spilled": 2, "dropped": 5}
+    del log
+    gc.collect()
+    assert stats() == {}
