@@ -371,8 +371,8 @@ class SteeringPipeline:
     def activation_probes(self, policy: PolicyEngine) -> dict[str, ActivationProbe]:
         """Calibrated probes for the bundle's activation conditions ({} when it has none).
 
-        Given probes win; otherwise each condition is calibrated once from its dataset and
-        cached next to the bundle (`probes/<name>.json`)."""
+        Given probes win, then the bundle's own `probes/<name>.json`; otherwise each
+        condition is calibrated once from its dataset and cached under $STEERGUARD_HOME."""
         wanted = policy.activation_conditions
         if not wanted:
             return {}
@@ -392,6 +392,9 @@ class SteeringPipeline:
         from steerguard.policy.activation import calibrate_probe, load_condition_data
         from steerguard.runtime.loading import steerguard_home
 
+        shipped = policy.bundle.root / "probes" / f"{name}.json"
+        if shipped.is_file():  # calibrated and committed with the bundle
+            return ActivationProbe.load(shipped)
         fp = self.engine.fingerprint
         cache = (
             steerguard_home() / "probes" / f"{fp.model_id}-{policy.ref.content_hash[:12]}"
