@@ -161,6 +161,7 @@ class SteeringProgram:
         """Prompt positions are the unmasked ones (prompts are left padded)."""
         self.step += 1
         self.prefill = True
+        self._prefill_mask = attention_mask  # scopes that appear when a resolver runs need it
         valid = attention_mask.to(self.dtype)
         masks: dict[str, torch.Tensor] = {}
         for scope in self.scopes:
@@ -253,7 +254,7 @@ class SteeringProgram:
         current = self.step_masks[-1]
         if set(current) >= self.scopes:
             return
-        reference = next(iter(current.values()), None)
+        reference = getattr(self, "_prefill_mask", None)
         if reference is None:
             raise PlanError("resolved plans need the prefill attention mask")
         self.step_masks.pop()
