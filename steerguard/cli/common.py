@@ -43,7 +43,7 @@ def quiet_transformers() -> None:
     transformers.logging.disable_progress_bar()
 
 
-def load_engine(model: str, concepts: Path | None = DEFAULT_CONCEPTS, build: bool = True):  # noqa: ANN201
+def load_engine(model: str, concepts: Path | None = DEFAULT_CONCEPTS, build: bool = True):
     """Load the model with a spinner, then its vectors (built from `concepts` when missing)."""
     from steerguard.runtime.engine import SteeringEngine
     from steerguard.runtime.loading import load_model

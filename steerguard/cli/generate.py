@@ -37,7 +37,9 @@ def _layers(text: str | None, recommended: tuple[int, ...]) -> list[int]:
 def generate(
     prompt: Annotated[str, typer.Argument(help="The user message.")],
     vector: Annotated[str, typer.Option("--vector", "-v", help="Vector name.")] = "sentiment",
-    strength: Annotated[float, typer.Option("--strength", "-s", help="Relative to layer norm.")] = 0.15,
+    strength: Annotated[
+        float, typer.Option("--strength", "-s", help="Relative to layer norm.")
+    ] = 0.15,
     layers: Annotated[str | None, typer.Option(help="e.g. '8-12' (default: recommended).")] = None,
     op: Annotated[str, typer.Option(help="add, ablate or clamp.")] = "add",
     positions: Annotated[str, typer.Option(help="all, prompt, generated or last_N.")] = "all",
@@ -51,7 +53,9 @@ def generate(
 
     engine, _ = load_engine(model, DEFAULT_CONCEPTS)
     if vector not in engine.vectors:
-        raise PlanError(f"--vector {vector!r}: not loaded (have: {', '.join(sorted(engine.vectors))})")
+        raise PlanError(
+            f"--vector {vector!r}: not loaded (have: {', '.join(sorted(engine.vectors))})"
+        )
     try:
         intervention = Intervention(
             vector=vector,
@@ -84,14 +88,21 @@ def generate(
         Columns(
             [
                 Panel(plain.text, title="unsteered", width=60),
-                Panel(steered.text, title=f"{vector} {strength:+g} @ {list(intervention.layers)}", width=60),
+                Panel(
+                    steered.text,
+                    title=f"{vector} {strength:+g} @ {list(intervention.layers)}",
+                    width=60,
+                ),
             ]
         )
     )
     table = Table("layer", "positions", "delta norm", "projection before", "after")
     for m in steered.reports[0].layers:
         table.add_row(
-            str(m.layer), str(m.positions_affected), f"{m.delta_norm:.2f}",
-            f"{m.projection_before:.2f}", f"{m.projection_after:.2f}",
+            str(m.layer),
+            str(m.positions_affected),
+            f"{m.delta_norm:.2f}",
+            f"{m.projection_before:.2f}",
+            f"{m.projection_after:.2f}",
         )
     console.print(table)

@@ -31,7 +31,9 @@ def build(
     table = Table("vector", "hash", "recommended layers", "best held-out separation")
     for v in vectors:
         best = max(v.extraction.layer_scores.values(), default=0.0)
-        table.add_row(v.name, v.content_hash(), str(list(v.extraction.recommended_layers)), f"{best:.2f}")
+        table.add_row(
+            v.name, v.content_hash(), str(list(v.extraction.recommended_layers)), f"{best:.2f}"
+        )
     console.print(table)
     console.print(f"saved in {library.folder}")
 
@@ -48,7 +50,10 @@ def list_(model: ModelOpt = BUNDLED) -> None:
     table = Table("vector", "hash", "method", "layers", "recommended")
     for v in library.load_all():
         table.add_row(
-            v.name, v.content_hash(), v.extraction.method, f"{len(v.layers)}",
+            v.name,
+            v.content_hash(),
+            v.extraction.method,
+            f"{len(v.layers)}",
             str(list(v.extraction.recommended_layers)),
         )
     console.print(table)
@@ -56,7 +61,9 @@ def list_(model: ModelOpt = BUNDLED) -> None:
 
 @app.command()
 @user_errors
-def show(name: str, model: ModelOpt = BUNDLED, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def show(
+    name: str, model: ModelOpt = BUNDLED, as_json: Annotated[bool, typer.Option("--json")] = False
+) -> None:
     """Show a vector's metadata, per-layer norms and separation scores."""
     from steerguard.runtime.loading import load_model
     from steerguard.vectors.library import VectorLibrary
@@ -65,7 +72,9 @@ def show(name: str, model: ModelOpt = BUNDLED, as_json: Annotated[bool, typer.Op
     info = {
         **vector.metadata(),
         "content_hash": vector.content_hash(),
-        "norms": {layer: round(float(vector.directions[layer].norm()), 4) for layer in vector.layers},
+        "norms": {
+            layer: round(float(vector.directions[layer].norm()), 4) for layer in vector.layers
+        },
     }
     if as_json:
         console.print_json(json.dumps(info))
@@ -75,7 +84,8 @@ def show(name: str, model: ModelOpt = BUNDLED, as_json: Annotated[bool, typer.Op
     ex = vector.extraction
     for layer in vector.layers:
         table.add_row(
-            str(layer), f"{info['norms'][layer]:.3f}",
+            str(layer),
+            f"{info['norms'][layer]:.3f}",
             f"{ex.layer_scores.get(layer, float('nan')):.2f}",
             f"{ex.layer_effects.get(layer, float('nan')):.2f}",
         )

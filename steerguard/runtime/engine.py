@@ -187,7 +187,7 @@ class SteeringEngine:
         finally:
             runner.close()
 
-    def _run(  # noqa: C901 - the decode loop reads best in one place
+    def _run(
         self,
         prompts: Sequence[Prompt],
         plans: Sequence[SteeringPlan | PlanResolver | None],
@@ -244,7 +244,9 @@ class SteeringEngine:
                 alive = torch.tensor([row.finish is None for row in rows], device=self.device)
                 if not bool(alive.any()):
                     break
-                history = torch.cat([history, chosen[:, None]], dim=1) if logits_processor else history
+                history = (
+                    torch.cat([history, chosen[:, None]], dim=1) if logits_processor else history
+                )
                 mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
                 positions = positions[:, -1:] + 1
                 if program is not None:

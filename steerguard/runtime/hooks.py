@@ -35,7 +35,7 @@ class _Dispatcher:
         self.users = 0
         self.handles: list[torch.utils.hooks.RemovableHandle] = []
 
-    def _hook_for(self, index: int):  # noqa: ANN202 - torch hook signature
+    def _hook_for(self, index: int):
         def hook(_module: nn.Module, _args: Any, output: Any) -> Any:
             program = _ACTIVE.get()
             if program is None:

@@ -32,9 +32,9 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     expected = getattr(getattr(model, "config", None), "num_hidden_layers", None)
     for path in _KNOWN_PATHS:
         found = _resolve(model, path)
-        if isinstance(found, nn.ModuleList) and len(found) > 0:
-            if expected is None or len(found) == expected:
-                return found
+        fits = isinstance(found, nn.ModuleList) and len(found) > 0
+        if fits and (expected is None or len(found) == expected):
+            return found
     # Fallback: the longest ModuleList whose length matches the config's layer count.
     candidates = [
         m

@@ -99,6 +99,7 @@ def fingerprint_of(model: PreTrainedModel, model_id: str) -> ModelFingerprint:
     return ModelFingerprint(
         model_id=model_id,
         architecture=(config.architectures or [type(model).__name__])[0],
+        model_type=str(getattr(config, "model_type", "")),
         hidden_size=int(config.hidden_size),
         num_layers=len(decoder_layers(model)),
     )
@@ -117,7 +118,9 @@ def wrap_model(
     """Adopt an already-loaded model (frozen, eval mode)."""
     model.eval()
     model.requires_grad_(False)
-    return LoadedModel(model, prepare_tokenizer(tokenizer), fingerprint_of(model, model_id), model_id)
+    return LoadedModel(
+        model, prepare_tokenizer(tokenizer), fingerprint_of(model, model_id), model_id
+    )
 
 
 def load_model(

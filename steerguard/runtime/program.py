@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from steerguard.errors import PlanError
-from steerguard.runtime.plan import Operation, PositionScope, Positions, SteeringPlan
+from steerguard.runtime.plan import Operation, Positions, PositionScope, SteeringPlan
 from steerguard.runtime.report import InterventionReport, LayerMeasurement
 from steerguard.vectors.steering_vector import SteeringVector
 
@@ -128,7 +128,8 @@ class SteeringProgram:
                 unit = ops.directions[:, entry.column]
                 if op is Operation.ADD:
                     delta = ops.add_deltas.setdefault(
-                        scope, torch.zeros(self.batch, 1, hidden, dtype=self.dtype, device=self.device)
+                        scope,
+                        torch.zeros(self.batch, 1, hidden, dtype=self.dtype, device=self.device),
                     )
                     delta[row, 0] += coefficient * unit
                 else:
@@ -265,7 +266,9 @@ class SteeringProgram:
         """True when a resolved plan steers prompt positions at or before the probe layer."""
         return any(
             layer <= self.resolve_layer
-            and any(Positions.parse(e.scope).scope is not PositionScope.GENERATED for e in ops.entries)
+            and any(
+                Positions.parse(e.scope).scope is not PositionScope.GENERATED for e in ops.entries
+            )
             for layer, ops in self.layers.items()
         )
 
@@ -289,9 +292,7 @@ class SteeringProgram:
             for entry in ops.entries:
                 key = (entry.row, entry.index)
                 coefficients.setdefault(key, {})[layer] = entry.coefficient
-                measured.setdefault(key, []).append(
-                    self._measure(ops, entry, layer, before, after)
-                )
+                measured.setdefault(key, []).append(self._measure(ops, entry, layer, before, after))
         out: list[list[InterventionReport]] = []
         for row, plan in enumerate(self.plans):
             row_reports = []
@@ -319,16 +320,22 @@ class SteeringProgram:
     ) -> LayerMeasurement:
         if before is None or after is None:
             return LayerMeasurement(
-                layer=layer, positions_affected=0, delta_norm=0.0,
-                projection_before=0.0, projection_after=0.0,
+                layer=layer,
+                positions_affected=0,
+                delta_norm=0.0,
+                projection_before=0.0,
+                projection_after=0.0,
             )
         mask = torch.cat([self.step_masks[s][entry.scope] for s in ops.steps], dim=1)[entry.row]
         mask = mask.float()
         count = float(mask.sum())
         if count == 0:
             return LayerMeasurement(
-                layer=layer, positions_affected=0, delta_norm=0.0,
-                projection_before=0.0, projection_after=0.0,
+                layer=layer,
+                positions_affected=0,
+                delta_norm=0.0,
+                projection_before=0.0,
+                projection_after=0.0,
             )
         proj_before = float((before[entry.row, :, entry.column] * mask).sum()) / count
         proj_after = float((after[entry.row, :, entry.column] * mask).sum()) / count

@@ -5,14 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-
-import yaml
 from typing import TypeVar
 
+import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from steerguard.errors import VectorError
-
 
 T = TypeVar("T", bound=BaseModel)
 

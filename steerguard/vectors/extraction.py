@@ -62,9 +62,9 @@ def direction(pos: torch.Tensor, neg: torch.Tensor, method: Method) -> torch.Ten
     mean = diffs.mean(0)
     if method == "mean_diff":
         return mean.float()
-    centered = diffs - mean
-    # First right singular vector of the centered differences; sign set to agree with the mean.
-    _, _, vh = torch.linalg.svd(centered, full_matrices=False)
+    # First right singular vector of the uncentered differences: the axis that explains most of
+    # their energy. Centering would remove exactly the shared offset the concept consists of.
+    _, _, vh = torch.linalg.svd(diffs, full_matrices=False)
     unit = vh[0]
     if float(unit @ mean) < 0:
         unit = -unit
@@ -132,9 +132,7 @@ def extract(
         settings={"pairs": len(pairs), "train_pairs": len(train), "heldout_pairs": len(held)},
         layer_scores=scores,
         layer_effects=effects,
-        recommended_layers=tuple(
-            recommend_layers(scores, effects, engine.fingerprint.num_layers)
-        ),
+        recommended_layers=tuple(recommend_layers(scores, effects, engine.fingerprint.num_layers)),
     )
     return SteeringVector(
         name=concept.meta.name,

@@ -19,7 +19,7 @@ _ARCH = "controlvector"
 
 def model_hint(fingerprint: ModelFingerprint) -> str:
     """llama.cpp's model_hint is the model type, e.g. "llama" for LlamaForCausalLM."""
-    return fingerprint.architecture.removesuffix("ForCausalLM").lower()
+    return fingerprint.model_type or fingerprint.architecture.removesuffix("ForCausalLM").lower()
 
 
 def export_gguf(vector: SteeringVector, path: Path) -> Path:
@@ -29,9 +29,7 @@ def export_gguf(vector: SteeringVector, path: Path) -> Path:
     writer.add_string(f"{_ARCH}.model_hint", model_hint(vector.fingerprint))
     writer.add_uint32(f"{_ARCH}.layer_count", len(vector.directions))
     for layer in vector.layers:
-        writer.add_tensor(
-            f"direction.{layer}", vector.directions[layer].detach().float().numpy()
-        )
+        writer.add_tensor(f"direction.{layer}", vector.directions[layer].detach().float().numpy())
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

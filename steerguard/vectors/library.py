@@ -81,5 +81,5 @@ class VectorLibrary:
         return [v.name for v in vectors]
 
 
-def concept_meta(concepts_dir: Path, name: str):  # noqa: ANN201 - re-export for the CLI
+def concept_meta(concepts_dir: Path, name: str):
     return load_concept(Path(concepts_dir) / name).meta

@@ -90,7 +90,9 @@ class SteeringVector(BaseModel):
         h.update(json.dumps(self.metadata(), sort_keys=True, separators=(",", ":")).encode())
         for layer in self.layers:
             h.update(layer.to_bytes(4, "little"))
-            h.update(self.directions[layer].detach().to(torch.float32).contiguous().numpy().tobytes())
+            h.update(
+                self.directions[layer].detach().to(torch.float32).contiguous().numpy().tobytes()
+            )
         return h.hexdigest()[:16]
 
     def check_fits(self, fingerprint: ModelFingerprint) -> None:

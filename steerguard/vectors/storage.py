@@ -52,8 +52,7 @@ def load_vector(path: Path, fingerprint: ModelFingerprint | None = None) -> Stee
             fingerprint=ModelFingerprint.model_validate(meta["fingerprint"]),
             extraction=ExtractionInfo.model_validate(meta["extraction"]),
             directions={
-                int(key.removeprefix("layer.")): t.to(torch.float32)
-                for key, t in tensors.items()
+                int(key.removeprefix("layer.")): t.to(torch.float32) for key, t in tensors.items()
             },
         )
     except (KeyError, ValueError, ValidationError) as exc:

@@ -1,0 +1,31 @@
+"""Shared fixtures: the real bundled model is loaded once per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+REPO = Path(__file__).resolve().parents[1]
+CONCEPTS = REPO / "policies" / "concepts"
+
+
+@pytest.fixture(scope="session")
+def real_loaded():
+    from steerguard.runtime.loading import load_model
+
+    return load_model()
+
+
+@pytest.fixture(scope="session")
+def real_engine(real_loaded):
+    """The bundled SmolLM2 with the shipped concept vectors (built once, then cached)."""
+    from steerguard.runtime.engine import SteeringEngine
+    from steerguard.vectors.library import VectorLibrary
+
+    engine = SteeringEngine(real_loaded)
+    VectorLibrary(real_loaded.fingerprint).load_into(engine, CONCEPTS)
+    return engine

@@ -1,0 +1,188 @@
+"""Reversibility, batching and concurrency invariants, on a tiny random Llama."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+
+from steerguard.errors import PlanError
+from steerguard.runtime.engine import GenerationParams
+from steerguard.runtime.hooks import hook_count
+from steerguard.runtime.plan import Intervention, Operation, Positions, SteeringPlan
+from tests.models import tiny_model
+from tests.runtime.helpers import engine_with_vectors, weights_snapshot
+
+PARAMS = GenerationParams(max_new_tokens=8, return_logits=True)
+PROMPT = [{"role": "user", "content": "How do I reset my password?"}]
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    return tiny_model("llama")
+
+
+@pytest.fixture(scope="module")
+def engine(loaded):
+    return engine_with_vectors(loaded, "a", "b")
+
+
+def plan(vector: str, strength: float, layers=(1, 2), op="add", positions="all") -> SteeringPlan:
+    return SteeringPlan.single(vector, strength, list(layers), op=op, positions=positions)
+
+
+def test_empty_and_zero_plans_are_identical_to_unsteered(engine) -> None:
+    base = engine.generate(PROMPT, None, PARAMS)
+    for p in (SteeringPlan.empty(), plan("a", 0.0), plan("a", 0.0, positions="generated")):
+        out = engine.generate(PROMPT, p, PARAMS)
+        assert out.token_ids == base.token_ids
+        assert torch.equal(out.logits, base.logits)
+
+
+def test_no_hooks_and_same_weights_after_success_and_failure(engine, loaded) -> None:
+    before = weights_snapshot(loaded)
+    base = engine.generate(PROMPT, None, PARAMS)
+    engine.generate(PROMPT, plan("a", 1.5), PARAMS)
+    assert hook_count(loaded.model) == 0
+
+    def explode(_ids, _scores):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        engine.generate(PROMPT, plan("a", 1.5), PARAMS, logits_processor=explode)
+    assert hook_count(loaded.model) == 0
+    with pytest.raises(PlanError, match="not loaded"):
+        engine.generate(PROMPT, plan("missing", 1.0), PARAMS)
+    with pytest.raises(PlanError, match="no direction for layer 9"):
+        engine.generate(PROMPT, plan("a", 1.0, layers=(9,)), PARAMS)
+    assert hook_count(loaded.model) == 0
+    after = weights_snapshot(loaded)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    again = engine.generate(PROMPT, None, PARAMS)
+    assert torch.equal(again.logits, base.logits)
+
+
+def test_abandoned_stream_removes_hooks(engine, loaded) -> None:
+    stream = engine.stream(PROMPT, plan("a", 1.0), PARAMS)
+    next(stream)
+    assert hook_count(loaded.model) > 0  # installed while the generation is alive
+    stream.close()
+    assert hook_count(loaded.model) == 0
+
+
+def test_batch_rows_match_single_runs_for_equal_lengths(engine) -> None:
+    plans = [
+        None,
+        plan("a", 1.0),
+        plan("b", -1.0, op="add", positions="generated"),
+        plan("a", 0.5, op="clamp"),
+        plan("b", 0.0, op="ablate"),
+        None,
+    ]
+    batch = engine.generate_batch([PROMPT] * len(plans), plans, PARAMS)
+    for p, row in zip(plans, batch, strict=True):
+        alone = engine.generate(PROMPT, p, PARAMS)
+        assert row.token_ids == alone.token_ids
+        torch.testing.assert_close(row.logits, alone.logits, atol=1e-4, rtol=1e-4)
+
+
+def test_left_padding_costs_steered_rows_no_more_than_unsteered_rows(engine) -> None:
+    short = [{"role": "user", "content": "Hi"}]
+    prompts = [PROMPT, short, short]
+    plans = [None, None, plan("a", 1.0)]
+    batch = engine.generate_batch(prompts, plans, PARAMS)
+    plain_alone = engine.generate(short, None, PARAMS)
+    steered_alone = engine.generate(short, plans[2], PARAMS)
+    n = min(len(batch[1].logits), len(plain_alone.logits))
+    m = min(len(batch[2].logits), len(steered_alone.logits))
+    pad_error = (batch[1].logits[:n] - plain_alone.logits[:n]).abs().max()
+    steer_error = (batch[2].logits[:m] - steered_alone.logits[:m]).abs().max()
+    assert steer_error <= pad_error + 1e-4
+
+
+def test_threads_with_different_plans_match_sequential_runs(engine) -> None:
+    plans = [
+        plan("a", 1.0),
+        plan("b", -1.0),
+        None,
+        plan("a", 0.7, op="clamp"),
+        plan("b", 1.0, positions="prompt"),
+        plan("a", 1.0, positions="last_2"),
+    ]
+    sequential = [engine.generate(PROMPT, p, PARAMS) for p in plans]
+    barrier = threading.Barrier(len(plans))
+
+    def run(p):
+        barrier.wait()
+        return engine.generate(PROMPT, p, PARAMS)
+
+    with ThreadPoolExecutor(len(plans)) as pool:
+        concurrent = list(pool.map(run, plans))
+    for seq, con in zip(sequential, concurrent, strict=True):
+        assert seq.token_ids == con.token_ids
+        torch.testing.assert_close(seq.logits, con.logits, atol=1e-5, rtol=1e-5)
+        assert [r.layers for r in seq.reports] == [r.layers for r in con.reports]
+
+
+def test_reports_measure_each_operation(engine) -> None:
+    norms = engine.layer_norms
+    add = engine.generate(PROMPT, plan("a", 0.5), PARAMS).reports[0]
+    for m in add.layers:
+        assert m.delta_norm == pytest.approx(0.5 * float(norms[m.layer]), rel=1e-5)
+        assert m.projection_after - m.projection_before == pytest.approx(m.delta_norm, rel=1e-3)
+    ablate = engine.generate(PROMPT, plan("a", 0.0, op="ablate"), PARAMS).reports[0]
+    for m in ablate.layers:
+        assert abs(m.projection_after) < 1e-3
+        assert m.delta_norm > 0
+    clamp = engine.generate(PROMPT, plan("a", 0.25, op="clamp"), PARAMS).reports[0]
+    for m in clamp.layers:
+        assert m.projection_after == pytest.approx(0.25 * float(norms[m.layer]), rel=1e-3)
+
+
+def test_position_scopes_count_the_right_tokens(engine) -> None:
+    prompt_len = len(engine.encode(PROMPT))
+    result = engine.generate(PROMPT, None, PARAMS)
+    generated = result.completion_tokens + (result.finish_reason == "stop")
+    expected = {
+        "all": prompt_len + generated - 1,  # the last chosen token is never fed back
+        "prompt": prompt_len,
+        "generated": generated - 1,
+        "last_3": 3,
+    }
+    for scope, count in expected.items():
+        report = engine.generate(PROMPT, plan("a", 0.0, positions=scope), PARAMS).reports[0]
+        assert {m.positions_affected for m in report.layers} == {count}, scope
+
+
+def test_plan_validation_names_the_problem() -> None:
+    with pytest.raises(ValueError, match="repeat"):
+        Intervention(vector="a", layers=(1, 1))
+    with pytest.raises(ValueError, match="last_n"):
+        Positions(scope="last_n")
+    with pytest.raises(ValueError, match="finite"):
+        Intervention(vector="a", layers=(1,), strength=float("nan"))
+    assert Operation("clamp") is Operation.CLAMP
+
+
+def test_resolver_reads_probe_and_steers_in_same_prefill(engine) -> None:
+    from steerguard.runtime.program import Probe
+
+    direction = torch.nn.functional.normalize(torch.randn(engine.fingerprint.hidden_size), dim=0)
+    probe = Probe("p", 0, direction)
+    seen: list[float] = []
+
+    def resolver(scores):
+        seen.append(scores["p"])
+        return plan("a", 1.0, layers=(2, 3))
+
+    resolved = engine.generate(PROMPT, resolver, PARAMS, probes=[probe])
+    fixed = engine.generate(PROMPT, plan("a", 1.0, layers=(2, 3)), PARAMS)
+    assert len(seen) == 1 and resolved.probe_scores == {"p": seen[0]}
+    assert resolved.token_ids == fixed.token_ids
+    torch.testing.assert_close(resolved.logits, fixed.logits)
+    # A plan touching the probe layer's prompt positions forces an exact second prefill.
+    early = engine.generate(PROMPT, lambda s: plan("a", 1.0, layers=(0, 1)), PARAMS, probes=[probe])
+    fixed_early = engine.generate(PROMPT, plan("a", 1.0, layers=(0, 1)), PARAMS)
+    torch.testing.assert_close(early.logits, fixed_early.logits)
