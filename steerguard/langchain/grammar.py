@@ -82,7 +82,8 @@ class GrammarFactory:
     def json_schema(self, schema: dict[str, Any]) -> xgr.CompiledGrammar:
         """Exactly one JSON value of `schema`, compact-ish (", " and ": "), no free spaces:
         a tiny model cannot loop on whitespace."""
-        text = json.dumps(schema, sort_keys=True)
+        # Never sort keys: properties are generated in schema order (name before arguments).
+        text = json.dumps(schema)
         return self._cached(
             "schema:" + text,
             lambda: self.compiler.compile_json_schema(text, any_whitespace=False, strict_mode=True),
@@ -112,8 +113,11 @@ class GrammarFactory:
                 "stop_after_first": False,
             },
         }
-        text = json.dumps(spec, sort_keys=True)
-        return self._cached("tags:" + text, lambda: self.compiler.compile_structural_tag(text))
+        text = json.dumps(spec)
+        return self._cached(
+            "tags:" + text,
+            lambda: self.compiler.compile_structural_tag(text),
+        )
 
 
 class GrammarProcessor:

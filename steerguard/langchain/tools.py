@@ -131,10 +131,10 @@ def parse_calls(text: str) -> tuple[list[ToolCall], list[InvalidToolCall]]:
     invalid: list[InvalidToolCall] = []
     for match in _CALL_RE.finditer(text):
         parsed = parse_call_json(match.group(1).strip())
-        if isinstance(parsed, dict):
+        if parsed.get("type") == "tool_call":
             calls.append(parsed)  # type: ignore[arg-type]
         else:
-            invalid.append(parsed)
+            invalid.append(parsed)  # type: ignore[arg-type]
     return calls, invalid
 
 
