@@ -1,0 +1,130 @@
+"""The request pipeline on the real model, the shipped bundle and a real audit log."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from steerguard.pipeline import (
+    Request,
+    SteeringPipeline,
+    Turn,
+    default_bundle_path,
+    probe_score,
+)
+from steerguard.policy.inputs import ChatMessage, UserProfile
+from steerguard.runtime.engine import GenerationParams
+
+pytestmark = pytest.mark.real_model
+URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture(scope="module")
+def audit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from steerguard.audit.config import AuditConfig
+    from steerguard.audit.log import AuditLog
+
+    client = redis.Redis.from_url(URL, socket_timeout=2)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        pytest.skip("no Redis at 127.0.0.1:6379")
+    prefix = "sgpipe" + uuid.uuid4().hex[:10]
+    log = AuditLog(AuditConfig(redis_url=URL, key_prefix=prefix, spill_fsync=False,
+                               home=tmp_path_factory.mktemp("audit")))
+    yield log
+    log.close()
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    if keys:
+        client.unlink(*keys)
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def pipeline(real_engine: Any, audit: Any) -> SteeringPipeline:
+    from steerguard.policy.store import PolicyStore
+
+    store = PolicyStore(default_bundle_path())
+    return SteeringPipeline(real_engine, lambda: store.engine, audit)
+
+
+def _records(pipeline: SteeringPipeline, **query: Any) -> list[Any]:
+    from steerguard.audit.store import AuditStore
+
+    assert pipeline.audit is not None
+    store = AuditStore(pipeline.audit.client, pipeline.audit.config)
+    for _ in range(50):
+        pipeline.audit.flush(2.0)
+        records = store.query(**query).records
+        if records:
+            return records
+        time.sleep(0.1)
+    return []
+
+
+def _request(pipeline: SteeringPipeline, text: str, **profile: Any) -> Request:
+    messages = (ChatMessage(role="user", content=text),)
+    return Request(
+        messages=messages,
+        prompt=pipeline.engine.encode([{"role": "user", "content": text}]),
+        profile=UserProfile(user_id="p-1", **profile),
+        session_id=f"pipe-{uuid.uuid4().hex[:8]}",
+    )
+
+
+def test_run_records_the_decision_and_each_measured_intervention(
+    pipeline: SteeringPipeline,
+) -> None:
+    request = _request(pipeline, "Where is my order?", age_band="minor")
+    turn = pipeline.run(request, GenerationParams(max_new_tokens=3))
+    assert "minor-safety" in turn.decision.rule_ids
+    assert turn.outcome == "completed" and turn.result is not None
+    records = _records(pipeline, session=request.session_id)
+    assert [r.record_id for r in records] == turn.audit_ids
+    assert records[0].kind == "decision" and records[0].decision_id == turn.decision.decision_id
+    steered = [r for r in records if r.kind == "intervention"]
+    assert len(steered) == len(turn.result.reports) > 0
+    assert all(r.measured for r in steered)
+
+
+def test_closing_a_stream_early_records_cancelled(pipeline: SteeringPipeline) -> None:
+    request = _request(pipeline, "Tell me a long story.")
+    stream = pipeline.run_stream(request, GenerationParams(max_new_tokens=40))
+    first = next(stream)
+    assert not isinstance(first, Turn)
+    stream.close()
+    records = _records(pipeline, session=request.session_id, kind="decision")
+    assert len(records) == 1 and records[0].outcome.status == "cancelled"
+    assert (records[0].completion_tokens or 0) < 40
+
+
+def test_a_failed_generation_is_recorded_then_raised(pipeline: SteeringPipeline) -> None:
+    request = _request(pipeline, "Hello")
+
+    def broken(ids: Any, scores: Any) -> Any:
+        raise RuntimeError("processor failed")
+
+    with pytest.raises(RuntimeError, match="processor failed"):
+        pipeline.run(request, GenerationParams(max_new_tokens=2), logits_processor=broken)
+    records = _records(pipeline, session=request.session_id, kind="decision")
+    assert len(records) == 1 and records[0].outcome.status == "error"
+    assert records[0].outcome.error_type == "RuntimeError"
+
+
+def test_activation_conditions_decide_mid_prefill(pipeline: SteeringPipeline) -> None:
+    request = _request(pipeline, "Hi")
+    planned = pipeline.plan(request)
+    assert planned.resolver is not None and planned.decision is None  # bundle reads probes
+    assert {p.name for p in planned.probes} == {"harmful_request", "distress"}
+    result = pipeline.generate(request, planned, GenerationParams(max_new_tokens=1))
+    assert planned.decision is not None
+    assert set(result.probe_scores) == {"harmful_request", "distress"}
+    # the same scores give the same decision, outside the prefill too
+    probes = pipeline.activation_probes(pipeline.policy)
+    scores = {n: probe_score(probes[n], v) for n, v in result.probe_scores.items()}
+    assert pipeline.decide(request, activation_scores=scores) == planned.decision
