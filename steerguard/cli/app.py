@@ -7,6 +7,7 @@ import importlib
 import typer
 
 from steerguard.cli import vectors
+from steerguard.cli.demo import demo
 from steerguard.cli.generate import generate
 
 app = typer.Typer(
@@ -15,6 +16,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(vectors.app, name="vectors")
+app.command()(demo)
 app.command()(generate)
 
 # Sub-apps of other packages: mounted when present, so one missing piece never hides the rest.
