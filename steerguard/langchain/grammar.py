@@ -22,6 +22,7 @@ import xgrammar as xgr
 from steerguard.langchain.tools import CALL_CLOSE, CALL_OPEN, ToolSpec
 
 BACKEND = "xgrammar"
+NUMBER_BOUND = 999_999_999  # free numbers in constrained output stay within +-1e9
 
 
 def call_schema(tools: Sequence[ToolSpec]) -> dict[str, Any]:
@@ -39,7 +40,7 @@ def call_schema(tools: Sequence[ToolSpec]) -> dict[str, Any]:
 
 
 def bound_schema(schema: Any, max_chars: int, max_items: int) -> Any:
-    """`schema` with a length cap on free strings and arrays that have none.
+    """`schema` with caps on free strings, arrays and numbers that have none.
 
     A greedy 135M model can repeat itself inside a string forever; with the cap the grammar
     closes every string and array in bounded tokens, so a required call always completes.
@@ -55,6 +56,12 @@ def bound_schema(schema: Any, max_chars: int, max_items: int) -> Any:
     free = not any(k in out for k in ("enum", "const", "pattern", "format"))
     if "string" in kinds and free and "maxLength" not in out:
         out["maxLength"] = max(max_chars, int(out.get("minLength", 0)))
+    if ("integer" in kinds or "number" in kinds) and "enum" not in out and "const" not in out:
+        # Digits repeat as easily as words: a range bounds how many the grammar allows.
+        if "minimum" not in out and "exclusiveMinimum" not in out:
+            out["minimum"] = -NUMBER_BOUND
+        if "maximum" not in out and "exclusiveMaximum" not in out:
+            out["maximum"] = NUMBER_BOUND
     if "array" in kinds and "maxItems" not in out:
         out["maxItems"] = max(max_items, int(out.get("minItems", 0)))
     return out

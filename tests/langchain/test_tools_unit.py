@@ -94,6 +94,8 @@ def test_bound_schema_caps_free_strings_only() -> None:
     assert "maxLength" not in out["properties"]["b"]
     assert out["properties"]["c"]["maxItems"] == 3
     assert out["properties"]["c"]["items"]["maxLength"] == 10
+    num = bound_schema({"type": "integer", "minimum": 0}, 10, 3)
+    assert num == {"type": "integer", "minimum": 0, "maximum": 999_999_999}
 
 
 def test_identity_comes_from_config_only() -> None:
