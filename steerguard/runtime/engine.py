@@ -12,7 +12,7 @@ from functools import cached_property
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from steerguard.errors import PlanError, VectorError
+from steerguard.errors import PlanError
 from steerguard.runtime.activations import (
     Pooling,
     layer_activations,
@@ -354,11 +354,3 @@ class SteeringEngine:
                 row.finish = "stop"
                 return
 
-
-def check_vector_name(engine: SteeringEngine, name: str) -> SteeringVector:
-    """The engine's vector `name`, or a VectorError listing what is loaded."""
-    vector = engine.vectors.get(name)
-    if vector is None:
-        known = ", ".join(sorted(engine.vectors)) or "none"
-        raise VectorError(f"no vector named {name!r} is loaded (loaded: {known})")
-    return vector

@@ -92,6 +92,7 @@ class SteeringProgram:
         self.prefill = True
         self.step_masks: list[dict[str, torch.Tensor]] = []
         self._apply_masks: dict[str, object] = {}
+        self._prefill_mask: torch.Tensor | None = None  # for scopes a resolver adds mid-prefill
         self._compile()
 
     # compile --------------------------------------------------------------------------------
@@ -162,7 +163,7 @@ class SteeringProgram:
         """Prompt positions are the unmasked ones (prompts are left padded)."""
         self.step += 1
         self.prefill = True
-        self._prefill_mask = attention_mask  # scopes that appear when a resolver runs need it
+        self._prefill_mask = attention_mask
         valid = attention_mask.to(self.dtype)
         masks: dict[str, torch.Tensor] = {}
         for scope in self.scopes:
@@ -255,7 +256,7 @@ class SteeringProgram:
         current = self.step_masks[-1]
         if set(current) >= self.scopes:
             return
-        reference = getattr(self, "_prefill_mask", None)
+        reference = self._prefill_mask
         if reference is None:
             raise PlanError("resolved plans need the prefill attention mask")
         self.step_masks.pop()

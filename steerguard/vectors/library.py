@@ -8,7 +8,7 @@ from pathlib import Path
 from steerguard.errors import VectorError
 from steerguard.runtime.engine import SteeringEngine
 from steerguard.runtime.loading import steerguard_home
-from steerguard.vectors.datasets import load_concept, load_concepts
+from steerguard.vectors.datasets import load_concepts
 from steerguard.vectors.fingerprint import ModelFingerprint
 from steerguard.vectors.steering_vector import SteeringVector
 from steerguard.vectors.storage import load_vector, save_vector
@@ -80,6 +80,3 @@ class VectorLibrary:
             engine.add_vector(vector)
         return [v.name for v in vectors]
 
-
-def concept_meta(concepts_dir: Path, name: str):
-    return load_concept(Path(concepts_dir) / name).meta
