@@ -1,0 +1,1 @@
+"""Steering efficacy evaluation: sweep strengths, judge answers independently, report costs."""

@@ -1,0 +1,28 @@
+"""The bundled model: steering sentiment moves the independent judge the right way."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.eval.conftest import REPO
+
+pytestmark = pytest.mark.real_model
+
+
+def test_sentiment_steering_moves_vader(tmp_path) -> None:
+    from steerguard.eval.run import evaluate
+    from steerguard.eval.sweep import SweepConfig
+    from steerguard.runtime.engine import SteeringEngine
+    from steerguard.runtime.loading import load_model
+    from steerguard.vectors.datasets import load_concept
+    from steerguard.vectors.library import VectorLibrary
+
+    engine = SteeringEngine(load_model())
+    VectorLibrary(engine.fingerprint).load_into(engine, REPO / "policies" / "concepts")
+    concept = load_concept(REPO / "policies" / "concepts" / "sentiment")
+    config = SweepConfig(strengths=(-0.08, 0.0, 0.08), prompts_per_concept=3,
+                         max_new_tokens=24, baselines=False)
+    (summary,) = evaluate(engine, [concept], tmp_path, config).summaries
+    low, high = summary.at_strength(-0.08), summary.at_strength(0.08)
+    assert low is not None and high is not None
+    assert high.score_mean > low.score_mean + 0.3

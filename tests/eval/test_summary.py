@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import math
+
+from steerguard.eval.judges import JUDGES
+from steerguard.eval.summary import summarize
+from steerguard.eval.sweep import Answer, SweepOutput
+
+
+def _answer(strength: float | None, score: float, nll_per_token: float,
+            condition: str | None = None) -> Answer:
+    label = condition or (f"{strength:+.2f}" if strength else "0")
+    return Answer(concept="c", condition=label, strength=strength, prompt="p", text="t",
+                  score=score, words=1.0, repetition=0.0, nll=nll_per_token * 10, tokens=10)
+
+
+def _sweep(answers: list[Answer], judge: str = "vader") -> SweepOutput:
+    return SweepOutput(answers=answers, layers={"c": (8, 9)}, judges={"c": JUDGES[judge]})
+
+
+def test_recommends_largest_effect_within_the_perplexity_bound() -> None:
+    base = math.log(2.0)
+    answers = [
+        _answer(0.0, 0.1, base),
+        _answer(0.03, 0.3, base + math.log(1.2)),  # ratio 1.2
+        _answer(0.06, 0.6, base + math.log(1.4)),  # ratio 1.4: the pick
+        _answer(0.1, 0.9, base + math.log(3.0)),  # bigger effect, ratio 3: over the bound
+        _answer(-0.06, -0.5, base + math.log(1.3)),
+        _answer(None, 0.5, base, condition="system+"),
+    ]
+    (s,) = summarize(_sweep(answers), ppl_bound=1.5)
+    assert s.recommended_strength == 0.06
+    assert s.recommended_negative == -0.06
+    rec = s.at_strength(0.06)
+    assert rec is not None and math.isclose(rec.effect, 0.5) and math.isclose(rec.ppl_ratio, 1.4)
+    assert s.at("system+").effect == 0.4
+    assert [c.condition for c in s.conditions][-1] == "system+"
+
+
+def test_effect_sign_follows_the_judge() -> None:
+    answers = [_answer(0.0, 30.0, 1.0), _answer(0.05, 20.0, 1.0)]  # fewer words = concise
+    (s,) = summarize(_sweep(answers, judge="length"))
+    assert s.at_strength(0.05).effect == 10.0
+    assert s.recommended_strength == 0.05
+
+
+def test_no_recommendation_when_nothing_helps() -> None:
+    answers = [_answer(0.0, 0.5, 1.0), _answer(0.05, 0.2, 1.0)]
+    (s,) = summarize(_sweep(answers))
+    assert s.recommended_strength is None
