@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from steerguard.vectors.fingerprint import ModelFingerprint
 
@@ -45,6 +45,7 @@ class SteeringVector(BaseModel):
     directions: dict[int, torch.Tensor]
     extraction: ExtractionInfo
     description: str = ""
+    _hash: str | None = PrivateAttr(default=None)  # computed once: the model is frozen
 
     @model_validator(mode="after")
     def _check_tensors(self) -> SteeringVector:
@@ -86,6 +87,11 @@ class SteeringVector(BaseModel):
         }
 
     def content_hash(self) -> str:
+        if self._hash is None:
+            self._hash = self._compute_hash()
+        return self._hash
+
+    def _compute_hash(self) -> str:
         h = hashlib.sha256()
         h.update(json.dumps(self.metadata(), sort_keys=True, separators=(",", ":")).encode())
         for layer in self.layers:
