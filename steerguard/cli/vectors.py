@@ -127,6 +127,7 @@ def import_(
     from steerguard.runtime.loading import load_model
     from steerguard.vectors.gguf_io import import_gguf
     from steerguard.vectors.library import VectorLibrary
+    from steerguard.vectors.steering_vector import SteeringVector
     from steerguard.vectors.storage import load_vector
 
     library = VectorLibrary(load_model(model).fingerprint)
@@ -134,6 +135,13 @@ def import_(
         vector = import_gguf(file, name, library.fingerprint)
     else:
         loaded = load_vector(file, library.fingerprint)
-        vector = loaded.model_copy(update={"name": name})
+        # A new object, not model_copy: the cached content hash must cover the new name.
+        vector = SteeringVector(
+            name=name,
+            fingerprint=loaded.fingerprint,
+            directions=loaded.directions,
+            extraction=loaded.extraction,
+            description=loaded.description,
+        )
     path = library.save(vector)
     console.print(f"imported {vector.name} ({vector.content_hash()}) -> {path}")
