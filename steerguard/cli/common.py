@@ -6,12 +6,17 @@ import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
 
 from steerguard.errors import SteerguardError
+
+if TYPE_CHECKING:
+    from steerguard.runtime.engine import SteeringEngine
+    from steerguard.runtime.loading import LoadedModel
+    from steerguard.vectors.library import VectorLibrary
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -28,7 +33,8 @@ def user_errors(func: Callable[P, R]) -> Callable[P, R]:
         try:
             return func(*args, **kwargs)
         except SteerguardError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}")
+            # soft_wrap: a path or value in the message must stay on one line to be copied
+            err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True, markup=True)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -43,19 +49,25 @@ def quiet_transformers() -> None:
     transformers.logging.disable_progress_bar()
 
 
-def load_engine(model: str, concepts: Path | None = DEFAULT_CONCEPTS, build: bool = True):
-    """Load the model with a spinner, then its vectors (built from `concepts` when missing)."""
-    from steerguard.runtime.engine import SteeringEngine
+def load_quietly(model: str) -> LoadedModel:
+    """load_model with a spinner and without library chatter."""
     from steerguard.runtime.loading import load_model
-    from steerguard.vectors.library import VectorLibrary
 
     quiet_transformers()
     with err_console.status(f"loading model {model} ..."):
-        loaded = load_model(model)
+        return load_model(model)
+
+
+def load_engine(
+    model: str, concepts: Path | None = DEFAULT_CONCEPTS, names: set[str] | None = None
+) -> tuple[SteeringEngine, VectorLibrary]:
+    """Load the model, then its stored vectors, building the concepts in `concepts` (all, or
+    those in `names`) first when missing."""
+    from steerguard.runtime.engine import SteeringEngine
+    from steerguard.vectors.library import VectorLibrary
+
+    loaded = load_quietly(model)
     engine = SteeringEngine(loaded)
     library = VectorLibrary(loaded.fingerprint)
-    if build and concepts is not None and concepts.is_dir():
-        library.load_into(engine, concepts)
-    else:
-        library.load_into(engine)
+    library.load_into(engine, concepts, names)
     return engine, library

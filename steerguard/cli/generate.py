@@ -51,7 +51,7 @@ def generate(
     from steerguard.runtime.engine import GenerationParams
     from steerguard.runtime.plan import Intervention, Operation, Positions, SteeringPlan
 
-    engine, _ = load_engine(model, DEFAULT_CONCEPTS)
+    engine, _ = load_engine(model, DEFAULT_CONCEPTS, names={vector})
     if vector not in engine.vectors:
         raise PlanError(
             f"--vector {vector!r}: not loaded (have: {', '.join(sorted(engine.vectors))})"

@@ -9,7 +9,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from steerguard.cli.common import DEFAULT_CONCEPTS, console, load_engine, user_errors
+from steerguard.cli.common import (
+    DEFAULT_CONCEPTS,
+    console,
+    load_engine,
+    load_quietly,
+    user_errors,
+)
 from steerguard.errors import VectorError
 from steerguard.runtime.loading import BUNDLED
 
@@ -26,7 +32,7 @@ def build(
     force: Annotated[bool, typer.Option(help="Rebuild even when up to date.")] = False,
 ) -> None:
     """Extract a vector per concept (skips concepts whose data did not change)."""
-    engine, library = load_engine(model, concepts=None, build=False)
+    engine, library = load_engine(model, concepts=None)
     vectors = library.build(engine, concepts, force=force)
     table = Table("vector", "hash", "recommended layers", "best held-out separation")
     for v in vectors:
@@ -42,10 +48,9 @@ def build(
 @user_errors
 def list_(model: ModelOpt = BUNDLED) -> None:
     """List the stored vectors for the model."""
-    from steerguard.runtime.loading import load_model
     from steerguard.vectors.library import VectorLibrary
 
-    loaded = load_model(model)
+    loaded = load_quietly(model)
     library = VectorLibrary(loaded.fingerprint)
     table = Table("vector", "hash", "method", "layers", "recommended")
     for v in library.load_all():
@@ -65,10 +70,9 @@ def show(
     name: str, model: ModelOpt = BUNDLED, as_json: Annotated[bool, typer.Option("--json")] = False
 ) -> None:
     """Show a vector's metadata, per-layer norms and separation scores."""
-    from steerguard.runtime.loading import load_model
     from steerguard.vectors.library import VectorLibrary
 
-    vector = VectorLibrary(load_model(model).fingerprint).load(name)
+    vector = VectorLibrary(load_quietly(model).fingerprint).load(name)
     info = {
         **vector.metadata(),
         "content_hash": vector.content_hash(),
@@ -77,7 +81,7 @@ def show(
         },
     }
     if as_json:
-        console.print_json(json.dumps(info))
+        print(json.dumps(info, indent=2))
         return
     console.print(f"[bold]{vector.name}[/] {vector.content_hash()}  {vector.description}")
     table = Table("layer", "norm", "held-out separation", "effect size")
@@ -101,12 +105,11 @@ def export(
     model: ModelOpt = BUNDLED,
 ) -> None:
     """Write a vector as a llama.cpp control vector (GGUF) or a steerguard safetensors file."""
-    from steerguard.runtime.loading import load_model
     from steerguard.vectors.gguf_io import export_gguf
     from steerguard.vectors.library import VectorLibrary
     from steerguard.vectors.storage import save_vector
 
-    vector = VectorLibrary(load_model(model).fingerprint).load(name)
+    vector = VectorLibrary(load_quietly(model).fingerprint).load(name)
     if fmt == "gguf":
         export_gguf(vector, output)
     elif fmt == "safetensors":
@@ -124,13 +127,12 @@ def import_(
     model: ModelOpt = BUNDLED,
 ) -> None:
     """Add a llama.cpp/repeng control vector (.gguf) or a steerguard .safetensors file."""
-    from steerguard.runtime.loading import load_model
     from steerguard.vectors.gguf_io import import_gguf
     from steerguard.vectors.library import VectorLibrary
     from steerguard.vectors.steering_vector import SteeringVector
     from steerguard.vectors.storage import load_vector
 
-    library = VectorLibrary(load_model(model).fingerprint)
+    library = VectorLibrary(load_quietly(model).fingerprint)
     if file.suffix == ".gguf":
         vector = import_gguf(file, name, library.fingerprint)
     else:

@@ -50,13 +50,21 @@ class VectorLibrary:
         return save_vector(vector, self.path(vector.name))
 
     def build(
-        self, engine: SteeringEngine, concepts_dir: Path, *, force: bool = False
+        self,
+        engine: SteeringEngine,
+        concepts_dir: Path,
+        *,
+        force: bool = False,
+        names: set[str] | None = None,
     ) -> list[SteeringVector]:
-        """Extract every concept whose stored vector is missing or from other data."""
+        """Extract every concept (or those in `names`) whose stored vector is missing or was
+        built from other data."""
         from steerguard.vectors.extraction import extract
 
         built = []
         for concept in load_concepts(concepts_dir):
+            if names is not None and concept.meta.name not in names:
+                continue
             current = self._current(concept.meta.name, concept.dataset_hash)
             if current is None or force:
                 current = extract(engine, concept)
@@ -73,10 +81,17 @@ class VectorLibrary:
             return None  # unreadable or for another model: rebuild
         return vector if vector.extraction.dataset_hash == dataset_hash else None
 
-    def load_into(self, engine: SteeringEngine, concepts_dir: Path | None = None) -> list[str]:
-        """Add stored vectors (building from `concepts_dir` first, if given) to `engine`."""
-        vectors = self.build(engine, concepts_dir) if concepts_dir else self.load_all()
+    def load_into(
+        self,
+        engine: SteeringEngine,
+        concepts_dir: Path | None = None,
+        names: set[str] | None = None,
+    ) -> list[str]:
+        """Add every stored vector to `engine`, first building the concepts of `concepts_dir`
+        (all, or those in `names`) that are missing or stale."""
+        if concepts_dir is not None and Path(concepts_dir).is_dir():
+            self.build(engine, Path(concepts_dir), names=names)
+        vectors = self.load_all()
         for vector in vectors:
             engine.add_vector(vector)
         return [v.name for v in vectors]
-
