@@ -50,6 +50,7 @@ from steerguard.langchain.grammar import (
     GrammarProcessor,
     bound_schema,
     call_schema,
+    worst_case_tokens,
 )
 from steerguard.langchain.messages import to_policy_messages, to_template_messages
 from steerguard.langchain.tools import (
@@ -227,8 +228,9 @@ class SteeredChatModel(BaseChatModel):
     max_string_chars: int = 96
     """Cap on free JSON strings in constrained output (required calls, structured output)."""
     max_array_items: int = 16
-    min_call_tokens: int = 160
-    """A required tool call gets at least this many tokens, so it is never cut short."""
+    min_call_tokens: int = 64
+    """Budget floor for a required call or structured output; the budget is also raised to
+    the worst case of the bounded schema, so constrained JSON is never cut short."""
 
     _pipelines: dict[str, SteeringPipeline] = PrivateAttr(default_factory=dict)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
@@ -352,10 +354,7 @@ class SteeredChatModel(BaseChatModel):
                                              "schema": json_schema},
             )
         elif method == "json_mode":
-            llm = self.bind(
-                response_format={"type": "json_object"},
-                ls_structured_output_format={"kwargs": {"method": method}},
-            )
+            llm = self.bind(response_format={"type": "json_object"})
         else:
             raise ValueError(f"method {method!r}: use function_calling, json_schema or json_mode")
         parser: Runnable = (
@@ -394,6 +393,7 @@ class SteeredChatModel(BaseChatModel):
         choice = ToolChoice.parse(kwargs.get("tool_choice"), specs) if specs else None
         response_format = kwargs.get("response_format")
 
+        budget = 0  # tokens the constrained JSON may need at most
         prompt_tools: tuple[ToolSpec, ...] = ()
         mode: Literal["text", "auto", "forced", "json"] = "text"
         grammar = None
@@ -411,17 +411,19 @@ class SteeredChatModel(BaseChatModel):
                     # The name is decided: put it in the prompt, constrain only the arguments.
                     call_name = chosen[0].name
                     prefix = f'{CALL_OPEN}\n{{"name": "{call_name}", "arguments": '
-                    grammar = factory.json_schema(self._bounded(chosen[0].parameters))
+                    schema = self._bounded(chosen[0].parameters)
                 else:
                     prefix = f"{CALL_OPEN}\n"
-                    grammar = factory.json_schema(self._bounded(call_schema(chosen)))
+                    schema = self._bounded(call_schema(chosen))
+                grammar, budget = factory.json_schema(schema), worst_case_tokens(schema)
         elif response_format is not None:
             mode = "json"
             if response_format.get("type") == "json_schema":
                 schema = response_format.get("schema") or response_format.get(
                     "json_schema", {}
                 ).get("schema")
-                grammar = factory.json_schema(self._bounded(schema))
+                bounded = self._bounded(schema)
+                grammar, budget = factory.json_schema(bounded), worst_case_tokens(bounded)
             else:
                 grammar = factory.any_json()
 
@@ -441,9 +443,9 @@ class SteeredChatModel(BaseChatModel):
         if processor is not None and mode in ("forced", "json"):
             # Constrained JSON must not be cut by a stop string, nor by a budget smaller than
             # the bounded schema needs.
-            params = params.model_copy(update={
-                "stop": (), "max_new_tokens": max(params.max_new_tokens, self.min_call_tokens)
-            })
+            params = params.model_copy(update={"stop": (), "max_new_tokens": max(
+                params.max_new_tokens, self.min_call_tokens, budget + 1  # +1: end of turn
+            )})
         call = _Call(
             request, params, model_name, mode, specs, call_name, processor,
             kwargs.get("timeout", self.timeout),

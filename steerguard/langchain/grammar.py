@@ -67,6 +67,38 @@ def bound_schema(schema: Any, max_chars: int, max_items: int) -> Any:
     return out
 
 
+def worst_case_tokens(schema: Any) -> int:
+    """An upper bound on the tokens one value of a bounded schema can take (every character
+    its own token, a string character up to two: escapes). Unknown shapes count 64."""
+    if not isinstance(schema, dict):
+        return 64
+    if "const" in schema or "enum" in schema:
+        values = [schema["const"]] if "const" in schema else schema["enum"]
+        return max(len(json.dumps(v)) for v in values) + 1
+    options = schema.get("anyOf") or schema.get("oneOf")
+    if options:
+        return max(worst_case_tokens(o) for o in options)
+    kinds = schema.get("type")
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    costs = []
+    for kind in kinds:
+        if kind == "string":
+            costs.append(2 * int(schema.get("maxLength", 64)) + 2)
+        elif kind in ("integer", "number"):
+            costs.append(24)
+        elif kind in ("boolean", "null"):
+            costs.append(5)
+        elif kind == "array":
+            item = worst_case_tokens(schema.get("items", {}))
+            costs.append(2 + int(schema.get("maxItems", 8)) * (item + 1))
+        elif kind == "object" or (kind is None and "properties" in schema):
+            props = schema.get("properties", {})
+            costs.append(2 + sum(len(k) + 5 + worst_case_tokens(v) for k, v in props.items()))
+        else:
+            costs.append(64)
+    return max(costs)
+
+
 class GrammarFactory:
     """Compiles grammars for one tokenizer; compiled grammars are cached and shareable."""
 
