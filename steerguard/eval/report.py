@@ -181,7 +181,8 @@ def eval_section(figures: Path) -> str:
         "**ppl ratio** is that over the unsteered answers' perplexity (greedy answers are the "
         "model's own most likely text, so any change raises it). **Repetition** = share of "
         "repeated word 3-grams. **Recommended strength** = the largest positive-side effect "
-        f"whose ppl ratio is ≤ {meta['ppl_bound']}; it is written to each concept.yaml "
+        f"whose ppl ratio is ≤ {meta['ppl_bound']} and whose effect exceeds its standard "
+        "error (`none`: no strength qualified); it is written to each concept.yaml "
         "(`recommended_strength`, with `default_layers`). The negative side is chosen the "
         "same way.\n",
         "**Honest baseline**: no steering, the pole asked for in a system prompt "

@@ -8,6 +8,7 @@ import platform
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from steerguard.eval.concept_yaml import set_keys
 from steerguard.eval.conditions import ConditionResult, evaluate_bundle
@@ -57,7 +58,6 @@ def evaluate(
                 "recommended_strength": s.recommended_strength,
                 "default_layers": list(s.layers),
             })
-    out_dir.mkdir(parents=True, exist_ok=True)
     meta = {
         "command": command,
         "model": engine.fingerprint.model_id,
@@ -67,6 +67,18 @@ def evaluate(
         "python": platform.python_version(),
         "load_average": os.getloadavg()[0],  # others share this CPU: read timings with it
     }
+    files = write_outputs(out_dir, summaries, conditions, sweep, meta)
+    return EvalResult(summaries, conditions, sweep, files)
+
+
+def write_outputs(
+    out_dir: Path,
+    summaries: Sequence[ConceptSummary],
+    conditions: Sequence[ConditionResult],
+    sweep: SweepOutput,
+    meta: dict[str, Any],
+) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
     payload = {
         "meta": meta,
         "concepts": [s.model_dump(mode="json") for s in summaries],
@@ -79,11 +91,13 @@ def evaluate(
     )
     files[2].write_text(eval_markdown(summaries, conditions, meta), encoding="utf-8")
     plot_sweep(summaries, files[3])
-    return EvalResult(summaries, conditions, sweep, files)
+    return files
 
 
 def eval_markdown(
-    summaries: Sequence[ConceptSummary], conditions: Sequence[ConditionResult], meta: dict
+    summaries: Sequence[ConceptSummary],
+    conditions: Sequence[ConditionResult],
+    meta: dict[str, Any],
 ) -> str:
     parts = [
         f"# Steering evaluation ({meta['model']})\n",

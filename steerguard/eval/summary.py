@@ -2,8 +2,9 @@
 
 Recommended strength: among the swept positive strengths, the one with the largest effect
 (judge score moved toward the concept's positive pole, relative to unsteered) whose answer
-perplexity stays within `ppl_bound` times the unsteered perplexity. The same rule on the
-negative side is reported too (policies use negative strengths for "casual", "edgy").
+perplexity stays within `ppl_bound` times the unsteered perplexity, and whose effect exceeds
+its standard error (with 8 prompts one answer in eight is noise, not an effect). The same
+rule on the negative side is reported too (policies use negative strengths for "casual").
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class ConditionStats(BaseModel):
     score_mean: float
     score_std: float
     effect: float  # (score - unsteered score) * judge sign: > 0 is toward the positive pole
+    effect_se: float  # standard error of that difference of means
     perplexity: float
     ppl_ratio: float
     repetition: float
@@ -57,10 +59,15 @@ class ConceptSummary(BaseModel):
         return next((c for c in self.conditions if c.strength == strength), None)
 
 
+def _se(scores: Sequence[float]) -> float:
+    return statistics.stdev(scores) / math.sqrt(len(scores)) if len(scores) > 1 else 0.0
+
+
 def _stats(
-    condition: str, answers: Sequence[Answer], sign: int, base_score: float, base_ppl: float
+    condition: str, answers: Sequence[Answer], sign: int, base: Sequence[float], base_ppl: float
 ) -> ConditionStats:
     scores = [a.score for a in answers]
+    base_score = statistics.fmean(base)
     ppl = perplexity([(a.nll, a.tokens) for a in answers if a.tokens])
     mean = statistics.fmean(scores)
     return ConditionStats(
@@ -70,6 +77,7 @@ def _stats(
         score_mean=mean,
         score_std=statistics.pstdev(scores) if len(scores) > 1 else 0.0,
         effect=(mean - base_score) * sign,
+        effect_se=math.hypot(_se(scores), _se(base)),
         perplexity=ppl,
         ppl_ratio=ppl / base_ppl if base_ppl and not math.isnan(base_ppl) else math.nan,
         repetition=statistics.fmean(a.repetition for a in answers),
@@ -78,11 +86,13 @@ def _stats(
 
 
 def recommend(stats: Sequence[ConditionStats], bound: float, positive: bool) -> float | None:
-    """Largest-effect strength on one side with ppl_ratio <= bound (ties: the weaker one)."""
+    """Largest-effect strength on one side with ppl_ratio <= bound and an effect above its
+    standard error (ties: the weaker strength)."""
     side = [
         s for s in stats
         if s.strength is not None and s.strength != 0 and (s.strength > 0) == positive
         and s.ppl_ratio <= bound and (s.effect > 0 if positive else s.effect < 0)
+        and abs(s.effect) > s.effect_se
     ]
     if not side:
         return None
@@ -100,9 +110,9 @@ def summarize(sweep: SweepOutput, ppl_bound: float = DEFAULT_PPL_BOUND) -> list[
         base = groups.get("0")
         if not base:
             raise ValueError(f"concept {concept!r}: the sweep needs strength 0 (unsteered)")
-        base_score = statistics.fmean(a.score for a in base)
+        base_scores = [a.score for a in base]
         base_ppl = perplexity([(a.nll, a.tokens) for a in base if a.tokens])
-        stats = [_stats(c, g, judge.sign, base_score, base_ppl) for c, g in groups.items()]
+        stats = [_stats(c, g, judge.sign, base_scores, base_ppl) for c, g in groups.items()]
         stats.sort(key=lambda s: (s.strength is None, s.strength or 0.0, s.condition))
         out.append(ConceptSummary(
             concept=concept, judge=judge.name, judge_description=judge.description,

@@ -38,10 +38,11 @@ def summary_table(summaries: Sequence[ConceptSummary]) -> str:
 
 
 def concept_table(s: ConceptSummary) -> str:
-    head = ("| condition | n | score (mean ± sd) | effect | perplexity | ppl ratio | repetition "
-            "| words |\n|---|---|---|---|---|---|---|---|\n")
+    head = ("| condition | n | score (mean ± sd) | effect ± se | perplexity | ppl ratio "
+            "| repetition | words |\n|---|---|---|---|---|---|---|---|\n")
     rows = [
-        f"| {c.condition} | {c.n} | {_f(c.score_mean)} ± {_f(c.score_std)} | {_f(c.effect)} "
+        f"| {c.condition} | {c.n} | {_f(c.score_mean)} ± {_f(c.score_std)} "
+        f"| {_f(c.effect)} ± {c.effect_se:.2f} "
         f"| {_f(c.perplexity)} | {_f(c.ppl_ratio)} | {_f(c.repetition)} | {c.words:.1f} |"
         for c in s.conditions
     ]

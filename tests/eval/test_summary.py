@@ -48,3 +48,13 @@ def test_no_recommendation_when_nothing_helps() -> None:
     answers = [_answer(0.0, 0.5, 1.0), _answer(0.05, 0.2, 1.0)]
     (s,) = summarize(_sweep(answers))
     assert s.recommended_strength is None
+
+
+def test_effect_within_noise_is_not_recommended() -> None:
+    # One refusal more in four answers: effect 0.25 with a standard error of about 0.32.
+    answers = [_answer(0.0, x, 1.0) for x in (0.0, 0.0, 0.0, 1.0)]
+    answers += [_answer(0.05, x, 1.0) for x in (0.0, 0.0, 1.0, 1.0)]
+    (s,) = summarize(_sweep(answers, judge="refusal"))
+    stats = s.at_strength(0.05)
+    assert stats is not None and stats.effect == 0.25 and stats.effect_se > 0.25
+    assert s.recommended_strength is None
