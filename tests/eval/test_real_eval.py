@@ -9,16 +9,12 @@ from tests.eval.conftest import REPO
 pytestmark = pytest.mark.real_model
 
 
-def test_sentiment_steering_moves_vader(tmp_path) -> None:
+def test_sentiment_steering_moves_vader(tmp_path, real_engine) -> None:
     from steerguard.eval.run import evaluate
     from steerguard.eval.sweep import SweepConfig
-    from steerguard.runtime.engine import SteeringEngine
-    from steerguard.runtime.loading import load_model
     from steerguard.vectors.datasets import load_concept
-    from steerguard.vectors.library import VectorLibrary
 
-    engine = SteeringEngine(load_model())
-    VectorLibrary(engine.fingerprint).load_into(engine, REPO / "policies" / "concepts")
+    engine = real_engine  # the session's model and vectors: loaded once per test run
     concept = load_concept(REPO / "policies" / "concepts" / "sentiment")
     config = SweepConfig(strengths=(-0.08, 0.0, 0.08), prompts_per_concept=3,
                          max_new_tokens=24, baselines=False)
