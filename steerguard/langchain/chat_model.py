@@ -424,8 +424,9 @@ class SteeredChatModel(BaseChatModel):
                 ).get("schema")
                 bounded = self._bounded(schema)
                 grammar, budget = factory.json_schema(bounded), worst_case_tokens(bounded)
-            else:
-                grammar = factory.any_json()
+            else:  # JSON mode: any JSON object (as "json_object" means elsewhere)
+                bounded = self._bounded({"type": "object"})
+                grammar, budget = factory.json_schema(bounded), self.min_call_tokens
 
         template = to_template_messages(messages, prompt_tools)
         prompt_ids = engine.encode(template)

@@ -108,6 +108,14 @@ class TestSteeredChatModelIntegration(ChatModelIntegrationTests):
         super().test_agent_loop(model)
 
     @pytest.mark.xfail(
+        reason="JSON mode constrains the answer to a JSON object, not to the Joke schema; the "
+        "135M model leaves out 'punchline' (method='json_schema' constrains to the schema)",
+        strict=False,
+    )
+    def test_json_mode(self, model: BaseChatModel) -> None:
+        super().test_json_mode(model)
+
+    @pytest.mark.xfail(
         reason="needs the model to copy '你好' into a tool argument; the 135M model writes "
         "other text (the call itself parses and validates)",
         strict=False,
