@@ -133,13 +133,15 @@ def main() -> None:
         },
     }
     if args.steering_vectors:
-        result["steering_vectors"] = run_steering_vectors(directions, strength, engine, args)
+        result["steering_vectors"] = run_steering_vectors(
+            directions, strength, engine, args, engine.encode(prompt)
+        )
     path = write("steering", result)
     print(json.dumps(result, indent=2))
     print(f"wrote {path}")
 
 
-def run_steering_vectors(directions, strength, engine, args) -> dict[str, object]:
+def run_steering_vectors(directions, strength, engine, args, prompt_ids) -> dict[str, object]:  # noqa: ANN001
     """Run the steering-vectors library in its own venv on the same vector and model files."""
     venv = Path(__file__).resolve().parent / ".venv-sv"
     python = venv / "bin" / "python"
@@ -173,6 +175,7 @@ def run_steering_vectors(directions, strength, engine, args) -> dict[str, object
             str(vec_file),
             str(args.tokens),
             str(args.repeats),
+            json.dumps(prompt_ids),
         ],
         check=True,
         capture_output=True,

@@ -8,17 +8,18 @@ import time
 
 import torch
 from steering_vectors import SteeringVector
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from safetensors.torch import load_file
+from transformers import AutoConfig, AutoModelForCausalLM
 
+# The prompt arrives as token ids: a tokenizer saved by transformers 5 does not load in 4.
 model_dir, vec_file, tokens, repeats = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-tok = AutoTokenizer.from_pretrained(model_dir)
-model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
+ids = torch.tensor([json.loads(sys.argv[5])])
+# Built from config plus weights: older caches lack the safetensors "format" tag v4 wants.
+model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir))
+model.load_state_dict(load_file(f"{model_dir}/model.safetensors"), strict=False)
+model.tie_weights()
+model = model.float().eval()
 vector = SteeringVector(layer_activations=torch.load(vec_file), layer_type="decoder_block")
-ids = tok.apply_chat_template(
-    [{"role": "user", "content": "Tell me about the sea."}],
-    add_generation_prompt=True,
-    return_tensors="pt",
-)
 
 
 def run() -> float:
