@@ -141,7 +141,7 @@ def main() -> None:
     print(f"wrote {path}")
 
 
-def run_steering_vectors(directions, strength, engine, args, prompt_ids) -> dict[str, object]:  # noqa: ANN001
+def run_steering_vectors(directions, strength, engine, args, prompt_ids) -> dict[str, object]:
     """Run the steering-vectors library in its own venv on the same vector and model files."""
     venv = Path(__file__).resolve().parent / ".venv-sv"
     python = venv / "bin" / "python"

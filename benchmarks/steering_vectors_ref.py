@@ -7,8 +7,8 @@ import sys
 import time
 
 import torch
-from steering_vectors import SteeringVector
 from safetensors.torch import load_file
+from steering_vectors import SteeringVector
 from transformers import AutoConfig, AutoModelForCausalLM
 
 # The prompt arrives as token ids: a tokenizer saved by transformers 5 does not load in 4.
