@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from steerguard.audit.log import AuditLog
+from steerguard.errors import SteerguardError
 from steerguard.policy.activation import ActivationProbe
 from steerguard.policy.decision import Decision
 from steerguard.policy.engine import PolicyEngine
@@ -72,6 +73,7 @@ class Planned:
         self.resolver = resolver
         self.probes = tuple(probes)
         self.call = call  # the request's model-call span; stages hang their spans off it
+        self.halt: threading.Event | None = None  # set when the decision fails closed
 
     @property
     def plan(self) -> SteeringPlan | PlanResolver:
@@ -95,6 +97,15 @@ class Turn:
     @property
     def decision_record_id(self) -> str | None:
         return self.audit_ids[0] if self.audit_ids else None
+
+
+class PolicyFailedClosed(SteerguardError):
+    """The policy could not be evaluated (e.g. a regex timeout under `on_error: closed`):
+    the request must not be answered. Recorded in the audit log as an error."""
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__(f"policy failed closed, not answering: {decision.error}")
+        self.decision = decision
 
 
 def probe_score(probe: ActivationProbe, projection: float) -> float:
@@ -161,6 +172,8 @@ class SteeringPipeline:
         def resolve(raw: Mapping[str, float]) -> SteeringPlan:
             scores = {n: probe_score(probes[n], float(v)) for n, v in raw.items() if n in probes}
             planned.decision = self.decide(request, policy, scores, call=planned.call)
+            if planned.decision.failed_closed and planned.halt is not None:
+                planned.halt.set()  # stop after the first token; run() then refuses
             return planned.decision.plan
 
         planned.resolver = resolve
@@ -261,6 +274,8 @@ class SteeringPipeline:
         """decide -> generate -> record. A failed generation is recorded, then re-raised."""
         started = time.perf_counter()
         planned = self._plan_traced(request, params)
+        planned.halt = cancel = cancel or threading.Event()
+        self._refuse_if_closed(request, planned, started)
         try:
             result = self.generate(
                 request, planned, params, logits_processor=logits_processor, cancel=cancel
@@ -268,6 +283,7 @@ class SteeringPipeline:
         except BaseException as exc:
             self._record_failure(request, planned, exc, started)
             raise
+        self._refuse_if_closed(request, planned, started)
         return self._finish(request, planned, result, started)
 
     def run_stream(
@@ -282,13 +298,16 @@ class SteeringPipeline:
         generation and records the request as cancelled."""
         started = time.perf_counter()
         planned = self._plan_traced(request, params, stream=True)
-        cancel = cancel or threading.Event()
+        planned.halt = cancel = cancel or threading.Event()
+        self._refuse_if_closed(request, planned, started)
         result: GenerationResult | None = None
         chunks = self.stream(
             request, planned, params, logits_processor=logits_processor, cancel=cancel
         )
         try:
             for text, token, final in chunks:
+                if planned.decision is not None and planned.decision.failed_closed:
+                    raise PolicyFailedClosed(planned.decision)  # decided mid-prefill
                 if final is not None:
                     result = final
                 else:
@@ -308,6 +327,13 @@ class SteeringPipeline:
         yield self._finish(request, planned, result, started)
 
     # helpers ----------------------------------------------------------------------------
+
+    def _refuse_if_closed(self, request: Request, planned: Planned, started: float) -> None:
+        """A decision that failed closed means: do not answer. Audited as an error."""
+        if planned.decision is not None and planned.decision.failed_closed:
+            exc = PolicyFailedClosed(planned.decision)
+            self._record_failure(request, planned, exc, started)
+            raise exc
 
     def _finish(
         self,

@@ -128,3 +128,27 @@ def test_activation_conditions_decide_mid_prefill(pipeline: SteeringPipeline) ->
     probes = pipeline.activation_probes(pipeline.policy)
     scores = {n: probe_score(probes[n], v) for n, v in result.probe_scores.items()}
     assert pipeline.decide(request, activation_scores=scores) == planned.decision
+
+
+def test_a_decision_that_failed_closed_is_not_answered(
+    pipeline: SteeringPipeline,
+) -> None:
+    from steerguard.pipeline import PolicyFailedClosed
+    from steerguard.policy.decision import BundleRef, Decision
+
+    closed = Decision(decision_id="c" * 32, bundle=BundleRef(name="t", revision="1",
+                      content_hash="h"), failed_closed=True, error="regex took over 5 ms")
+
+    class Closed:
+        activation_conditions: dict[str, Any] = {}  # noqa: RUF012
+
+        def decide(self, *args: Any, **kwargs: Any) -> Decision:
+            return closed
+
+    pipe = SteeringPipeline(pipeline.engine, lambda: Closed(), pipeline.audit)  # type: ignore[arg-type,return-value]
+    request = _request(pipeline, "Hello")
+    with pytest.raises(PolicyFailedClosed, match="regex"):
+        pipe.run(request, GenerationParams(max_new_tokens=2))
+    records = _records(pipeline, session=request.session_id, kind="decision")
+    assert len(records) == 1 and records[0].outcome.status == "error"
+    assert records[0].outcome.error_type == "PolicyFailedClosed" and records[0].failed_closed
