@@ -45,11 +45,11 @@ def test_cli_test_fails_without_tests_and_reports_coverage(tmp_path: Path) -> No
     (tmp_path / "b" / "tests" / "one.yaml").write_text(
         "defaults: {activation_scores: {harmful_request: 0, distress: 0}}\n"
         "cases:\n  - {name: sms, message: hi, context: {channel: sms},\n"
-        "     expect: {applied: {concision: 0.3}}}\n"
+        "     expect: {applied: {concision: 0.03}}}\n"
     )
     res = runner.invoke(app, ["test", str(tmp_path)])
     assert res.exit_code == 1
-    assert "concision strength +0.2500" in res.output and "1/9 rules exercised" in res.output
+    assert "concision strength +0.0200" in res.output and "1/9 rules exercised" in res.output
     assert "not exercised: harmful-refusal" in res.output
 
 
