@@ -1,16 +1,17 @@
-"""Forward hooks that exist only while some call on the model is steering.
+"""Layer hooks that exist only while some call on the model is steering.
 
-One dispatcher hook per decoder layer is installed by the first active call and removed by the
-last one. Each hook looks up the *calling* context's steering state in a ContextVar, so
-concurrent calls on one model (threads or asyncio executors) never see each other's vectors.
-Installing and removing happen under a lock and only when no other call is inside the model,
-so torch never iterates a hook dict while it changes.
+The first active call wraps each decoder layer's `forward` (an instance attribute shadowing the
+class method) and the last one restores it. Each wrapper looks up the *calling* context's
+program in a ContextVar, so concurrent calls on one model (threads or asyncio executors) never
+see each other's vectors. Wrapping `forward` instead of registering torch forward hooks keeps
+torch's hook-free fast path in `Module.__call__`, which on this model is worth about 3% of
+decode speed; swapping an attribute is also atomic for a forward already running elsewhere.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, Protocol
@@ -33,37 +34,43 @@ class _Dispatcher:
         self.layers = decoder_layers(model)
         self.lock = threading.Lock()
         self.users = 0
-        self.handles: list[torch.utils.hooks.RemovableHandle] = []
+        self.saved: list[Any] = []
 
-    def _hook_for(self, index: int):
-        def hook(_module: nn.Module, _args: Any, output: Any) -> Any:
+    @staticmethod
+    def _wrap(index: int, original: Callable[..., Any]) -> Callable[..., Any]:
+        def forward(*args: Any, **kwargs: Any) -> Any:
             program = _ACTIVE.get()
+            output = original(*args, **kwargs)
             if program is None:
-                return None
+                return output
             hidden = output[0] if isinstance(output, tuple) else output
             steered = program(index, hidden)
             if steered is None:
-                return None
+                return output
             return (steered, *output[1:]) if isinstance(output, tuple) else steered
 
-        return hook
+        forward._steerguard = True  # type: ignore[attr-defined]
+        return forward
 
     def acquire(self) -> None:
         with self.lock:
             if self.users == 0:
-                self.handles = [
-                    layer.register_forward_hook(self._hook_for(i))
-                    for i, layer in enumerate(self.layers)
-                ]
+                # Keep whatever instance-level forward was there (accelerate sets one).
+                self.saved = [layer.__dict__.get("forward") for layer in self.layers]
+                for index, layer in enumerate(self.layers):
+                    layer.forward = self._wrap(index, layer.forward)
             self.users += 1
 
     def release(self) -> None:
         with self.lock:
             self.users -= 1
             if self.users == 0:
-                for handle in self.handles:
-                    handle.remove()
-                self.handles = []
+                for layer, saved in zip(self.layers, self.saved, strict=True):
+                    if saved is None:
+                        del layer.forward
+                    else:
+                        layer.forward = saved
+                self.saved = []
 
 
 _DISPATCHERS: dict[int, _Dispatcher] = {}
@@ -101,5 +108,9 @@ def active_program(program: LayerProgram | None) -> Iterator[None]:
 
 
 def hook_count(model: nn.Module) -> int:
-    """Forward hooks and pre-hooks currently on the model's modules (0 when idle)."""
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+    """Forward hooks, pre-hooks and steerguard forward wrappers on the model (0 when idle)."""
+    hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+    wrapped = sum(
+        getattr(m.__dict__.get("forward"), "_steerguard", False) for m in model.modules()
+    )
+    return hooks + wrapped
