@@ -45,6 +45,9 @@ class Request:
     context: RequestContext | None = None
     session_id: str | None = None
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # Tokens appended to the prompt after the conversation (a forced tool call's opening):
+    # activation probes read the conversation's last token, just before them.
+    probe_offset: int = 0
 
     @property
     def user_id(self) -> str | None:
@@ -195,6 +198,7 @@ class SteeringPipeline:
                 planned.plan,
                 params,
                 probes=planned.probes,
+                probe_offsets=[request.probe_offset],
                 logits_processor=logits_processor,
                 cancel=cancel,
             )
@@ -219,6 +223,7 @@ class SteeringPipeline:
                 planned.plan,
                 params,
                 probes=planned.probes,
+                probe_offset=request.probe_offset,
                 logits_processor=logits_processor,
                 cancel=cancel,
             ):
@@ -415,7 +420,7 @@ class SteeringPipeline:
     def _calibrate(
         self, policy: PolicyEngine, name: str, layer: int, dataset: str | None
     ) -> ActivationProbe:
-        from steerguard.policy.activation import calibrate_probe, load_condition_data
+        from steerguard.policy.activation import fit_condition, load_condition_data
         from steerguard.runtime.loading import steerguard_home
 
         shipped = policy.bundle.root / "probes" / f"{name}.json"
@@ -431,14 +436,7 @@ class SteeringPipeline:
         folder = policy.bundle.root / (dataset or f"conditions/{name}")
         data = load_condition_data(folder)
 
-        def acts(texts: list[str]) -> object:
-            prompts = [[{"role": "user", "content": t}] for t in texts]
-            return self.engine.activations(prompts, [layer], "last")[layer]
-
-        probe = calibrate_probe(
-            name, layer, acts(data.train_pos), acts(data.train_neg),  # type: ignore[arg-type]
-            acts(data.eval_pos), acts(data.eval_neg), model=fp.model_id,  # type: ignore[arg-type]
-        )
+        probe = fit_condition(self.engine, name, data, [layer], model=fp.model_id)[layer].probe
         cache.parent.mkdir(parents=True, exist_ok=True)
         probe.save(cache)
         return probe

@@ -3,23 +3,21 @@
 Activations are the last prompt position of the chat-rendered user message, exactly what
 the runtime probe reads during prefill. The direction and threshold are fit on the training
 split only (steerguard.policy.activation.calibrate_probe); F1 per layer is shown for the
-layers below the steering band so a layer change can be judged, and `select_layer` (which
-looks at training data only) says which layer it would pick.
+layers below the steering band so a layer change can be judged, and the layer with the best
+cross-validated F1 on the training split is named as the one `select_layer` would pick.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 import yaml
 from pydantic import BaseModel, ConfigDict
 
 from steerguard.policy.activation import (
     ActivationProbe,
-    calibrate_probe,
+    fit_condition,
     load_condition_data,
-    select_layer,
 )
 from steerguard.runtime.engine import SteeringEngine
 
@@ -61,24 +59,15 @@ def bundle_activations(bundle_dir: Path) -> dict[str, tuple[int, Path]]:
     return out
 
 
-def _acts(engine: SteeringEngine, texts: list[str], layers: list[int]) -> dict[int, torch.Tensor]:
-    prompts = [[{"role": "user", "content": t}] for t in texts]
-    return engine.activations(prompts, layers, pooling="last")
-
-
 def evaluate_condition(
     engine: SteeringEngine, name: str, layer: int, dataset: Path, max_scan_layer: int = 7
 ) -> tuple[ActivationProbe, ConditionResult]:
     data = load_condition_data(dataset)
     scanned = sorted({*range(min(max_scan_layer, engine.fingerprint.num_layers - 1) + 1), layer})
-    tp, tn, ep, en = (_acts(engine, t, scanned)
-                      for t in (data.train_pos, data.train_neg, data.eval_pos, data.eval_neg))
-    model_id = engine.fingerprint.model_id
-    probes = {
-        lay: calibrate_probe(name, lay, tp[lay], tn[lay], ep[lay], en[lay], model=model_id)
-        for lay in scanned
-    }
-    chosen = select_layer({lay: (tp[lay], tn[lay]) for lay in scanned})
+    fits = fit_condition(engine, name, data, scanned, model=engine.fingerprint.model_id)
+    probes = {lay: fit.probe for lay, fit in fits.items()}
+    # The layer select_layer would pick: best cross-validated F1 on training data only.
+    chosen = max(scanned, key=lambda lay: (fits[lay].cv_f1, -lay))
     probe = probes[layer]
     held, train = probe.metrics, probe.train_metrics
     assert held is not None and train is not None  # both splits were given

@@ -195,10 +195,14 @@ def eval_section(figures: Path) -> str:
         parts += [f"\n### {s.concept} — {s.judge_description}\n", concept_table(s)]
     parts += ["\n### Example answers\n", _examples(figures / ANSWERS_JSONL, summaries)]
     parts += ["## Activation conditions\n",
-              "Each shipped condition's probe (mean-difference direction and F1-optimal "
-              "threshold, fit on `train.jsonl` only) measured on the held-out `eval.jsonl`, "
-              "reading the last prompt position exactly as the runtime does. The calibrated "
-              "probes are saved to `policies/support/probes/<name>.json`.\n",
+              "Each shipped condition's probe (shrinkage-LDA direction with the shrinkage "
+              "chosen by 5-fold cross-validation, and the F1-optimal threshold, all fit on "
+              "`train.jsonl` only) measured on the held-out `eval.jsonl`, reading the last "
+              "prompt position exactly as the runtime does. Every text is rendered under each "
+              "of the condition's calibration contexts (system prompts in condition.yaml: "
+              "none, a generic one, a tool-using support agent's), so counts are prompts × "
+              "contexts. The calibrated probes are saved to "
+              "`policies/support/probes/<name>.json`.\n",
               conditions_table(conditions) if conditions else "none measured\n",
               *[_missed(r) for r in conditions if not r.meets_target],
               "\nHeld-out / training F1 per layer below the steering band:\n",
@@ -214,10 +218,10 @@ def _missed(r: ConditionResult) -> str:
     )
     return (
         f"\n**{r.name} misses the F1 ≥ 0.9 target** at its declared layer {r.layer} "
-        f"(held-out F1 {r.f1:.2f}). `select_layer` over layers ≤ 7, which sees training data "
-        f"only, picks layer {r.selected_layer} (held-out F1 {r.selected_heldout_f1:.2f}), so "
-        f"the bundle {verdict}. No layer below the steering band separates this condition well "
-        "with a mean-difference probe on this model and dataset size (table below).\n"
+        f"(held-out F1 {r.f1:.2f}). Cross-validation on training data over layers ≤ 7 "
+        f"picks layer {r.selected_layer} (held-out F1 {r.selected_heldout_f1:.2f}), so "
+        f"the bundle {verdict}. No layer below the steering band separates this condition "
+        "that well with a linear probe on this model and dataset size (table below).\n"
     )
 
 

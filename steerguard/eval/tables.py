@@ -51,7 +51,7 @@ def concept_table(s: ConceptSummary) -> str:
 
 def conditions_table(results: Sequence[ConditionResult]) -> str:
     head = ("| condition | layer | precision | recall | F1 (held-out) | n pos + neg | train F1 "
-            "| target F1 ≥ 0.9 | select_layer (≤ 7, train only) |\n"
+            "| target F1 ≥ 0.9 | best layer by CV (≤ 7, train only) |\n"
             "|---|---|---|---|---|---|---|---|---|\n")
     rows = [
         f"| {r.name} | {r.layer} | {r.precision:.2f} | {r.recall:.2f} | {r.f1:.2f} "

@@ -52,7 +52,11 @@ from steerguard.langchain.grammar import (
     call_schema,
     worst_case_tokens,
 )
-from steerguard.langchain.messages import to_policy_messages, to_template_messages
+from steerguard.langchain.messages import (
+    probe_offset,
+    to_policy_messages,
+    to_template_messages,
+)
 from steerguard.langchain.tools import (
     CALL_OPEN,
     ToolChoice,
@@ -431,10 +435,12 @@ class SteeredChatModel(BaseChatModel):
         template = to_template_messages(messages, prompt_tools)
         prompt_ids = engine.encode(template)
         if prefix:
-            prompt_ids += engine.tokenizer(prefix, add_special_tokens=False)["input_ids"]
+            prefix_ids = engine.tokenizer(prefix, add_special_tokens=False)["input_ids"]
+            prompt_ids = prompt_ids + prefix_ids
         request = Request(
             messages=tuple(to_policy_messages(messages)),
             prompt=prompt_ids,
+            probe_offset=probe_offset(engine.encode, messages, prompt_tools, prompt_ids),
             profile=identity.profile,
             context=identity.context,
             session_id=identity.session_id,

@@ -3,7 +3,7 @@ engine reads (ChatMessage, with the agent's tool calls, results and errors)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from langchain_core.messages import (
@@ -120,3 +120,30 @@ def to_template_messages(
         else:
             out.insert(0, {"role": "system", "content": prompt})
     return [{"role": m["role"], "content": m["content"]} for m in out]
+
+
+def probe_offset(
+    encode: Callable[[list[TemplateMessage]], list[int]],
+    messages: Sequence[BaseMessage],
+    tools: Sequence[ToolSpec],
+    prompt_ids: Sequence[int],
+) -> int:
+    """Tokens of `prompt_ids` after the point where activation probes should read.
+
+    Conditions are calibrated on a user message followed by the assistant's turn opening, so
+    probes read there: at the latest human message's end, even when tool calls and results
+    follow it in an agent loop (rendered, those start with that same turn opening). When the
+    shorter rendering is not a token prefix of the prompt (a template that rewrites earlier
+    turns), probes read the prompt's last token instead.
+    """
+    last_human = max(
+        (i for i, m in enumerate(messages) if _ROLES.get(m.type) == "user"
+         or (isinstance(m, LCChatMessage) and _ROLES.get(m.role) == "user")),
+        default=None,
+    )
+    if last_human is None:
+        return 0
+    head = encode(to_template_messages(messages[: last_human + 1], tools))
+    if len(head) <= len(prompt_ids) and list(prompt_ids[: len(head)]) == head:
+        return len(prompt_ids) - len(head)
+    return 0

@@ -1,26 +1,32 @@
 """Activation conditions: a direction in the model's own prompt states, and a threshold.
 
-Calibration is pure tensor math, done once per model and condition:
-  direction = normalise(mean(positive activations) - mean(negative activations))
+Calibration is pure tensor math, done once per model and condition, on the training split:
+  direction = normalise(C_s^-1 (mean(positive) - mean(negative))), the shrinkage LDA
+      direction, where C_s = (1 - s) C + s (tr C / d) I and C is the pooled within-class
+      covariance; s = 1 is the plain mean difference. The shrinkage s is chosen by 5-fold
+      cross-validation on the training split (F1 of each held fold, pooled).
   projection p = h . direction for the hidden state h of the prompt's last token at `layer`
   threshold t = the projection cut that maximises F1 (or Youden's J) on the training split
   scale s = pooled within-class standard deviation of the training projections
-The runtime scores a prompt with `probe.score(h) = sigmoid((h . direction - t) / s)`, a number
-in [0, 1] with the calibrated threshold at exactly 0.5; rules say `threshold: auto` (0.5) or a
-stricter/looser probability. Precision, recall and F1 on the held-out split are kept in the
-probe so `policy test` can report them.
+Why LDA: early-layer states carry large directions of variance (topic, length) that a mean
+difference also picks up; whitening them out moved held-out F1 of the shipped harmful-request
+condition at layer 6 of SmolLM2-135M from 0.67 to about 0.9, at the same runtime cost (one dot
+product). The runtime scores a prompt with `probe.score(h) = sigmoid((h . direction - t) / s)`,
+a number in [0, 1] with the calibrated threshold at exactly 0.5; rules say `threshold: auto`
+(0.5) or a stricter/looser probability. Precision, recall and F1 on the held-out split are kept
+in the probe so `policy test` can report them.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
+import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 Criterion = Literal["f1", "youden"]
@@ -50,6 +56,10 @@ class ActivationProbe(BaseModel):
     metrics: ProbeMetrics | None = Field(default=None, description="On held-out data.")
     train_metrics: ProbeMetrics | None = None
     criterion: Criterion = "f1"
+    shrinkage: float = Field(
+        default=1.0, ge=0, le=1, description="LDA covariance shrinkage; 1 = mean difference."
+    )
+    contexts: int = Field(default=1, ge=1, description="System prompts each text was fit under.")
     model: str | None = Field(default=None, description="Model fingerprint or id it fits.")
 
     def direction_tensor(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -88,6 +98,71 @@ def mean_difference_direction(pos: torch.Tensor, neg: torch.Tensor) -> torch.Ten
     return diff / norm
 
 
+SHRINKAGE_GRID = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
+CV_FOLDS = 5
+
+
+def lda_direction(pos: torch.Tensor, neg: torch.Tensor, shrinkage: float) -> torch.Tensor:
+    """Unit shrinkage-LDA direction; `shrinkage` 1 gives the mean difference direction."""
+    diff = mean_difference_direction(pos, neg).double()
+    if shrinkage >= 1.0:
+        return diff.float()
+    p, n = pos.double(), neg.double()
+    centered = torch.cat([p - p.mean(0), n - n.mean(0)])
+    cov = centered.T @ centered / len(centered)
+    target = torch.eye(cov.shape[0], dtype=cov.dtype) * cov.diagonal().mean()
+    w = torch.linalg.solve((1 - shrinkage) * cov + shrinkage * target, diff)
+    norm = w.norm()
+    if not torch.isfinite(norm) or norm == 0:
+        return diff.float()
+    return (w / norm).float()
+
+
+def _folds(n: int, k: int, group: int = 1) -> list[torch.Tensor]:
+    """Deterministic interleaved folds: item i goes to fold (i // group) % k, so the `group`
+    renderings of one text stay in one fold."""
+    fold_of = (torch.arange(n) // group) % k
+    return [torch.nonzero(fold_of == f).flatten() for f in range(k)]
+
+
+def cross_validated_f1(
+    pos: torch.Tensor,
+    neg: torch.Tensor,
+    shrinkage: float,
+    criterion: Criterion = "f1",
+    group: int = 1,
+) -> float:
+    """F1 pooled over CV_FOLDS held folds; direction and threshold fit on the other folds.
+    Rows come in groups of `group` consecutive renderings of one text."""
+    k = min(CV_FOLDS, len(pos) // group, len(neg) // group)
+    if k < 2:
+        return 0.0
+    tp = fp = fn = 0
+    folds = zip(_folds(len(pos), k, group), _folds(len(neg), k, group), strict=True)
+    for held_pos, held_neg in folds:
+        keep_pos = torch.ones(len(pos), dtype=torch.bool)
+        keep_pos[held_pos] = False
+        keep_neg = torch.ones(len(neg), dtype=torch.bool)
+        keep_neg[held_neg] = False
+        fit_pos, fit_neg = pos[keep_pos].float(), neg[keep_neg].float()
+        d = lda_direction(fit_pos, fit_neg, shrinkage)
+        cut = best_threshold(fit_pos @ d, fit_neg @ d, criterion)
+        hits = int((pos[held_pos].float() @ d >= cut).sum())
+        tp += hits
+        fn += len(held_pos) - hits
+        fp += int((neg[held_neg].float() @ d >= cut).sum())
+    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+
+
+def choose_shrinkage(
+    pos: torch.Tensor, neg: torch.Tensor, criterion: Criterion = "f1", group: int = 1
+) -> tuple[float, float]:
+    """(shrinkage, its cross-validated F1) from SHRINKAGE_GRID; ties go to more shrinkage."""
+    scored = [(cross_validated_f1(pos, neg, s, criterion, group), s) for s in SHRINKAGE_GRID]
+    f1, shrinkage = max(scored)  # equal F1: the larger (safer) shrinkage wins
+    return shrinkage, f1
+
+
 def metrics_at(
     pos_scores: torch.Tensor, neg_scores: torch.Tensor, threshold: float
 ) -> ProbeMetrics:
@@ -114,21 +189,21 @@ def best_threshold(
     pos_scores: torch.Tensor, neg_scores: torch.Tensor, criterion: Criterion = "f1"
 ) -> float:
     """The cut between adjacent sorted scores that maximises F1 or Youden's J (ties: lowest)."""
-    values = torch.cat([pos_scores, neg_scores]).float().unique(sorted=True)
+    pos, neg = pos_scores.double().flatten(), neg_scores.double().flatten()
+    values = torch.cat([pos, neg]).unique(sorted=True)
     if len(values) == 1:
         return float(values[0])
     cuts = torch.cat([values[:1] - 1.0, (values[1:] + values[:-1]) / 2, values[-1:] + 1.0])
-    best, best_cut = -math.inf, float(cuts[0])
-    for cut in cuts.tolist():
-        m = metrics_at(pos_scores, neg_scores, cut)
-        if criterion == "f1":
-            value = m.f1
-        else:
-            tnr = float((neg_scores < cut).float().mean()) if len(neg_scores) else 0.0
-            value = m.recall + tnr - 1.0
-        if value > best + 1e-12:
-            best, best_cut = value, cut
-    return best_cut
+    # Counts at every cut at once: [cuts, n] comparisons, fine for thousands of examples.
+    tp = (pos[None, :] >= cuts[:, None]).sum(1).double()
+    fp = (neg[None, :] >= cuts[:, None]).sum(1).double()
+    if criterion == "f1":
+        value = 2 * tp / (2 * tp + fp + (len(pos) - tp)).clamp(min=1)
+    else:
+        tpr = tp / max(len(pos), 1)
+        tnr = (len(neg) - fp) / len(neg) if len(neg) else torch.zeros_like(fp)
+        value = tpr + tnr - 1.0
+    return float(cuts[int(torch.argmax(value))])  # argmax: the first (lowest) of equal cuts
 
 
 def _pooled_std(pos: torch.Tensor, neg: torch.Tensor) -> float:
@@ -148,9 +223,15 @@ def calibrate_probe(
     eval_neg: torch.Tensor | None = None,
     criterion: Criterion = "f1",
     model: str | None = None,
+    shrinkage: float | None = None,
+    group: int = 1,
 ) -> ActivationProbe:
-    """Fit direction and threshold on the training split; measure on the held-out split."""
-    d = mean_difference_direction(train_pos, train_neg)
+    """Fit shrinkage, direction and threshold on the training split; measure on the held-out
+    split. `shrinkage` None chooses it by cross-validation on the training split, whose rows
+    come in groups of `group` renderings of one text."""
+    if shrinkage is None:
+        shrinkage, _ = choose_shrinkage(train_pos, train_neg, criterion, group)
+    d = lda_direction(train_pos, train_neg, shrinkage)
     tp, tn = train_pos.float() @ d, train_neg.float() @ d
     t = best_threshold(tp, tn, criterion)
     held = None
@@ -165,27 +246,73 @@ def calibrate_probe(
         metrics=held,
         train_metrics=metrics_at(tp, tn, t),
         criterion=criterion,
+        shrinkage=shrinkage,
+        contexts=group,
         model=model,
     )
 
 
+# The runtime probe reads the last prompt position of the whole conversation, system prompt
+# included, and a direction fit on bare messages transfers badly: on SmolLM2-135M layer 6 a
+# bare-only distress probe kept recall 0.95 without a system prompt but 0.20 under a tool-use
+# system prompt. Each text is therefore rendered under several system prompts (a condition
+# folder's condition.yaml may list its own under `contexts:`; null means none).
+DEFAULT_CONTEXTS: tuple[str | None, ...] = (
+    None,
+    "You are a helpful assistant.",
+)
+
+Prompt = list[dict[str, str]]
+
+
 @dataclass(frozen=True)
 class ConditionData:
-    """Texts of a condition dataset (policies/conditions/<name>), split and labelled."""
+    """Texts of a condition dataset (policies/conditions/<name>), split and labelled, and the
+    system prompts each text is rendered under for calibration."""
 
     train_pos: list[str]
     train_neg: list[str]
     eval_pos: list[str]
     eval_neg: list[str]
+    contexts: tuple[str | None, ...] = DEFAULT_CONTEXTS
+
+    def prompts(self, texts: Sequence[str]) -> list[Prompt]:
+        """Every text under every context, text-major: text i is rows i*C .. i*C + C-1."""
+        out: list[Prompt] = []
+        for text in texts:
+            for system in self.contexts:
+                head = [{"role": "system", "content": system}] if system else []
+                out.append([*head, {"role": "user", "content": text}])
+        return out
+
+
+def _contexts(folder: Path) -> tuple[str | None, ...]:
+    spec_path = folder / "condition.yaml"
+    if not spec_path.is_file():
+        return DEFAULT_CONTEXTS
+    spec = yaml.safe_load(spec_path.read_text(encoding="utf-8")) or {}
+    contexts = spec.get("contexts") if isinstance(spec, dict) else None
+    if contexts is None:
+        return DEFAULT_CONTEXTS
+    if not isinstance(contexts, list) or not contexts or not all(
+        c is None or isinstance(c, str) for c in contexts
+    ):
+        raise ValueError(
+            f"{spec_path}: contexts: expected a non-empty list of system prompts (strings, or "
+            f"null for none), got {contexts!r}"
+        )
+    return tuple(c or None for c in contexts)
 
 
 def load_condition_data(folder: str | Path) -> ConditionData:
-    """Read train.jsonl and eval.jsonl, lines {"text": ..., "label": true|false}."""
+    """Read train.jsonl and eval.jsonl, lines {"text": ..., "label": true|false}, and the
+    calibration contexts from condition.yaml."""
+    folder = Path(folder)
     split: dict[str, tuple[list[str], list[str]]] = {}
     for part in ("train", "eval"):
         pos: list[str] = []
         neg: list[str] = []
-        path = Path(folder) / f"{part}.jsonl"
+        path = folder / f"{part}.jsonl"
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if not line.strip():
                 continue
@@ -198,20 +325,19 @@ def load_condition_data(folder: str | Path) -> ConditionData:
                 raise ValueError(f"{path}:{n}: expected text a string and label true/false")
             (pos if label else neg).append(text)
         split[part] = (pos, neg)
-    return ConditionData(*split["train"], *split["eval"])
+    return ConditionData(*split["train"], *split["eval"], contexts=_contexts(folder))
 
 
 def select_layer(
     per_layer: dict[int, tuple[torch.Tensor, torch.Tensor]], criterion: Criterion = "f1"
 ) -> int:
-    """The layer whose training activations separate best (held-out data stays untouched)."""
+    """The layer whose training activations separate best under cross-validation (held-out
+    data stays untouched)."""
 
     def quality(layer: int) -> tuple[float, int]:
         pos, neg = per_layer[layer]
-        d = mean_difference_direction(pos, neg)
-        p, n = pos.float() @ d, neg.float() @ d
-        m = metrics_at(p, n, best_threshold(p, n, criterion))
-        return (m.f1, -layer)  # ties go to the earlier layer: cheaper and before steering
+        _, f1 = choose_shrinkage(pos, neg, criterion)
+        return (f1, -layer)  # ties go to the earlier layer: cheaper and before steering
 
     return max(per_layer, key=quality)
 
@@ -225,6 +351,44 @@ def probe_metrics_summary(probes: Sequence[ActivationProbe]) -> list[str]:
         else:
             lines.append(
                 f"{p.name} (layer {p.layer}): precision {m.precision:.2f} recall {m.recall:.2f} "
-                f"F1 {m.f1:.2f} on {m.n_pos}+{m.n_neg} held-out prompts"
+                f"F1 {m.f1:.2f} on {m.n_pos}+{m.n_neg} held-out prompt renderings "
+                f"({p.contexts} system prompts each)"
             )
     return lines
+
+
+class _HasActivations(Protocol):
+    def activations(
+        self, prompts: Sequence[Prompt], layers: Sequence[int], pooling: str = ...
+    ) -> dict[int, torch.Tensor]: ...
+
+
+@dataclass(frozen=True)
+class LayerFit:
+    probe: ActivationProbe
+    cv_f1: float  # cross-validated on the training split
+
+
+def fit_condition(
+    engine: _HasActivations,
+    name: str,
+    data: ConditionData,
+    layers: Sequence[int],
+    model: str | None = None,
+) -> dict[int, LayerFit]:
+    """Calibrate `name` at each layer from the model's last-prompt-position states, every text
+    rendered under every context; held-out metrics pool all contexts."""
+    group = len(data.contexts)
+    texts = (data.train_pos, data.train_neg, data.eval_pos, data.eval_neg)
+    tp, tn, ep, en = (
+        engine.activations(data.prompts(t), list(layers), pooling="last") for t in texts
+    )
+    fits = {}
+    for layer in layers:
+        shrinkage, cv_f1 = choose_shrinkage(tp[layer], tn[layer], group=group)
+        probe = calibrate_probe(
+            name, layer, tp[layer], tn[layer], ep[layer], en[layer],
+            model=model, shrinkage=shrinkage, group=group,
+        )
+        fits[layer] = LayerFit(probe, cv_f1)
+    return fits

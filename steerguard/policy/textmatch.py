@@ -19,7 +19,9 @@ except ImportError:  # pragma: no cover - exercised only without the module
     _regex = None
 
 HAS_TIMEOUT = _regex is not None
-REGEX_TIMEOUT_S = 0.005
+# Wall-clock, so it must outlast a GIL hand-off (5 ms switch interval) while a generation
+# thread runs; a hostile pattern still costs at most this per search.
+REGEX_TIMEOUT_S = 0.05
 MAX_TEXT_CHARS = 20_000 if HAS_TIMEOUT else 2_000
 
 _NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*[+*}](?:[^()\\]|\\.)*\)\s*[+*{]")

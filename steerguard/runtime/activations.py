@@ -13,11 +13,16 @@ from steerguard.runtime.hooks import active_program, hooks_installed
 Pooling = Literal["last", "mean_skip_first"]
 
 
+class _EnoughLayers(Exception):
+    """Raised by the recorder after the last wanted layer: later layers need not run."""
+
+
 class _Recorder:
     """A LayerProgram that pools and keeps layer outputs, returning them unchanged."""
 
     def __init__(self, layers: Iterable[int], mask: torch.Tensor, pooling: Pooling) -> None:
         self.layers = set(layers)
+        self.last = max(self.layers)
         self.mask = mask
         self.pooling = pooling
         self.pooled: dict[int, torch.Tensor] = {}
@@ -25,6 +30,8 @@ class _Recorder:
     def __call__(self, layer: int, hidden: torch.Tensor) -> None:
         if layer in self.layers:
             self.pooled[layer] = pool(hidden, self.mask, self.pooling)
+        if layer == self.last:
+            raise _EnoughLayers
         return None
 
 
@@ -72,22 +79,35 @@ def layer_activations(
     pooling: Pooling = "last",
     batch_size: int = 16,
 ) -> dict[int, torch.Tensor]:
-    """Pooled outputs of `layers` for each prompt -> {layer: [n, hidden] float32}."""
+    """Pooled outputs of `layers` for each prompt -> {layer: [n, hidden] float32}.
+
+    Prompts run in batches of similar length (less padding) and each forward stops after
+    the last wanted layer; rows come back in the order given.
+    """
     layers = list(layers)
+    if not prompts:
+        width = model.get_input_embeddings().embedding_dim
+        return {layer: torch.empty(0, width) for layer in layers}
     chunks: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
     device = next(model.parameters()).device
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     with hooks_installed(model):
-        for start in range(0, len(prompts), batch_size):
-            ids, mask = left_pad(prompts[start : start + batch_size], pad_id, device)
+        for start in range(0, len(order), batch_size):
+            batch = [prompts[i] for i in order[start : start + batch_size]]
+            ids, mask = left_pad(batch, pad_id, device)
             recorder = _Recorder(layers, mask, pooling)
-            with active_program(recorder):
-                model(
-                    input_ids=ids,
-                    attention_mask=mask,
-                    position_ids=positions_from_mask(mask),
-                    use_cache=False,
-                    logits_to_keep=1,
-                )
+            try:
+                with active_program(recorder):
+                    model(
+                        input_ids=ids,
+                        attention_mask=mask,
+                        position_ids=positions_from_mask(mask),
+                        use_cache=False,
+                        logits_to_keep=1,
+                    )
+            except _EnoughLayers:
+                pass
             for layer in layers:
                 chunks[layer].append(recorder.pooled[layer].cpu())
-    return {layer: torch.cat(parts) for layer, parts in chunks.items()}
+    restore = torch.argsort(torch.tensor(order))
+    return {layer: torch.cat(parts)[restore] for layer, parts in chunks.items()}

@@ -152,12 +152,18 @@ class SteeringEngine:
         params: GenerationParams | None = None,
         *,
         probes: Sequence[Probe] = (),
+        probe_offsets: Sequence[int] | None = None,
         logits_processor: LogitsProcessor | None = None,
         cancel: threading.Event | None = None,
     ) -> list[GenerationResult]:
-        """Each row with its own plan (None: unsteered); rows are left padded together."""
+        """Each row with its own plan (None: unsteered); rows are left padded together.
+        Probes read each row's last prompt token, or the one `probe_offsets[row]` tokens
+        before it (to skip a prefix appended after the conversation, such as a forced call)."""
         last: list[GenerationResult] = []
-        for chunk in self._run(prompts, plans, params, probes, logits_processor, cancel):
+        runner = self._run(
+            prompts, plans, params, probes, logits_processor, cancel, probe_offsets=probe_offsets
+        )
+        for chunk in runner:
             if chunk is not None:
                 last = chunk
         return last
@@ -169,12 +175,16 @@ class SteeringEngine:
         params: GenerationParams | None = None,
         *,
         probes: Sequence[Probe] = (),
+        probe_offset: int = 0,
         logits_processor: LogitsProcessor | None = None,
         cancel: threading.Event | None = None,
     ) -> Iterator[StreamChunk]:
         """Text deltas as tokens arrive; closing the iterator stops generation."""
         rows_seen = ""
-        runner = self._run([prompt], [plan], params, probes, logits_processor, cancel, stream=True)
+        runner = self._run(
+            [prompt], [plan], params, probes, logits_processor, cancel, stream=True,
+            probe_offsets=[probe_offset],
+        )
         try:
             for item in runner:
                 if isinstance(item, tuple):
@@ -196,6 +206,7 @@ class SteeringEngine:
         logits_processor: LogitsProcessor | None,
         cancel: threading.Event | None,
         stream: bool = False,
+        probe_offsets: Sequence[int] | None = None,
     ) -> Iterator[list[GenerationResult] | tuple[int | None, str] | None]:
         params = params or GenerationParams()
         if len(prompts) != len(plans):
@@ -206,7 +217,14 @@ class SteeringEngine:
         encoded = [self.encode(p) for p in prompts]
         if any(not p for p in encoded):
             raise PlanError("a prompt encodes to no tokens")
-        program = self._program(plans, probes)
+        offsets = list(probe_offsets) if probe_offsets is not None else [0] * len(prompts)
+        if len(offsets) != len(prompts) or any(
+            not 0 <= o < len(p) for o, p in zip(offsets, encoded, strict=True)
+        ):
+            raise PlanError(
+                f"probe offsets {offsets} must give one offset per prompt, each below its length"
+            )
+        program = self._program(plans, probes, offsets)
         rows = [_Row(prompt_len=len(p)) for p in encoded]
         pad = self.tokenizer.pad_token_id
         ids, mask = left_pad(encoded, pad, self.device)
@@ -278,7 +296,10 @@ class SteeringEngine:
         ]
 
     def _program(
-        self, plans: Sequence[SteeringPlan | PlanResolver | None], probes: Sequence[Probe]
+        self,
+        plans: Sequence[SteeringPlan | PlanResolver | None],
+        probes: Sequence[Probe],
+        probe_offsets: Sequence[int],
     ) -> SteeringProgram | None:
         fixed = [p if isinstance(p, SteeringPlan) or p is None else None for p in plans]
         resolvers = [None if isinstance(p, SteeringPlan) or p is None else p for p in plans]
@@ -297,6 +318,7 @@ class SteeringEngine:
             dtype=params.dtype,
             device=params.device,
             probes=probes,
+            probe_offsets=probe_offsets,
             resolvers=resolvers,
         )
 
@@ -321,8 +343,8 @@ class SteeringEngine:
 
         out = forward()
         if program is not None and program.needs_second_prefill():
-            # A plan chosen from probe scores steers prompt positions at or before the probe
-            # layer: that part of this pass ran unsteered, so run the prompt again.
+            # A plan chosen from probe scores steers prompt positions below the probe layer:
+            # that part of this pass ran unsteered, so run the prompt again.
             program.restart()
             out = forward()
         return out.logits[:, -1, :], out.cache  # type: ignore[attr-defined]

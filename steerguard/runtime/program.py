@@ -25,7 +25,8 @@ from steerguard.vectors.steering_vector import SteeringVector
 
 @dataclass(frozen=True)
 class Probe:
-    """Reads the last prompt position at `layer` during prefill: score = h . direction."""
+    """Reads the last prompt position at `layer` during prefill (or one `probe_offsets` tokens
+    earlier): score = h . direction."""
 
     name: str
     layer: int
@@ -74,6 +75,7 @@ class SteeringProgram:
         dtype: torch.dtype,
         device: torch.device,
         probes: Sequence[Probe] = (),
+        probe_offsets: Sequence[int] | None = None,
         resolvers: Sequence[PlanResolver | None] | None = None,
     ) -> None:
         self.batch = len(plans)
@@ -82,6 +84,12 @@ class SteeringProgram:
         self.dtype, self.device = dtype, device
         self.plans: list[SteeringPlan | None] = list(plans)
         self.probes = list(probes)
+        # Probes read position T-1-offset of each (left-padded) row during prefill.
+        self.probe_offsets = torch.tensor(
+            list(probe_offsets) if probe_offsets is not None else [0] * self.batch,
+            dtype=torch.long,
+            device=device,
+        )
         self.resolvers = list(resolvers) if resolvers is not None else [None] * self.batch
         self.resolve_layer = max((p.layer for p in self.probes), default=-1)
         self.scores: list[dict[str, float]] = [{} for _ in range(self.batch)]
@@ -231,10 +239,14 @@ class SteeringProgram:
         return out
 
     def _read_probes(self, layer: int, hidden: torch.Tensor) -> None:
+        read = None
         for probe in self.probes:
             if probe.layer == layer:
+                if read is None:
+                    rows = torch.arange(hidden.shape[0], device=hidden.device)
+                    read = hidden[rows, hidden.shape[1] - 1 - self.probe_offsets]
                 direction = probe.direction.to(hidden.device, hidden.dtype)
-                self._probe_values[probe.name] = (hidden[:, -1, :] @ direction).float()
+                self._probe_values[probe.name] = (read @ direction).float()
         if layer == self.resolve_layer:
             self._resolve()
 
@@ -264,9 +276,10 @@ class SteeringProgram:
         self.begin_prefill(reference)
 
     def needs_second_prefill(self) -> bool:
-        """True when a resolved plan steers prompt positions at or before the probe layer."""
+        """True when a resolved plan steers prompt positions before the probe layer. The probe
+        layer itself is fine: probes read its output before the new plan steers it."""
         return any(
-            layer <= self.resolve_layer
+            layer < self.resolve_layer
             and any(
                 Positions.parse(e.scope).scope is not PositionScope.GENERATED for e in ops.entries
             )

@@ -11,6 +11,7 @@ from steerguard.policy.activation import (
     ActivationProbe,
     best_threshold,
     calibrate_probe,
+    choose_shrinkage,
     load_condition_data,
     mean_difference_direction,
     metrics_at,
@@ -69,6 +70,32 @@ def test_calibrated_probe_separates_held_out_data_and_scores_half_at_threshold(
     assert ActivationProbe.load(path) == probe
 
 
+def nuisance_blobs(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The label shifts dim 0 by 1; a shared, much larger nuisance moves dims 0 and 1 alike,
+    so the mean difference (along dim 0) is swamped and only whitening separates."""
+    g = torch.Generator().manual_seed(seed)
+
+    def draw(label: float) -> torch.Tensor:
+        nuisance = 3.0 * torch.randn(n, 1, generator=g)
+        x = nuisance + 0.2 * torch.randn(n, 2, generator=g)
+        x[:, 0] += label
+        return torch.cat([x, 0.2 * torch.randn(n, 6, generator=g)], dim=1)
+
+    return draw(1.0), draw(0.0)
+
+
+def test_cross_validated_lda_beats_mean_difference_under_a_nuisance_direction() -> None:
+    train_pos, train_neg = nuisance_blobs(60, seed=4)
+    eval_pos, eval_neg = nuisance_blobs(60, seed=5)
+    shrinkage, cv_f1 = choose_shrinkage(train_pos, train_neg)
+    assert shrinkage < 1.0 and cv_f1 > 0.9
+    lda = calibrate_probe("c", 3, train_pos, train_neg, eval_pos, eval_neg)
+    plain = calibrate_probe("c", 3, train_pos, train_neg, eval_pos, eval_neg, shrinkage=1.0)
+    assert lda.shrinkage == shrinkage
+    assert lda.metrics is not None and plain.metrics is not None
+    assert lda.metrics.f1 > 0.9 > 0.75 > plain.metrics.f1
+
+
 def test_select_layer_prefers_the_separating_layer() -> None:
     noise = blobs(30, 0.0, seed=2)
     signal = blobs(30, 3.0, seed=3)
@@ -87,3 +114,29 @@ def test_bad_dataset_line_names_file_and_line(tmp_path: Path) -> None:
     (tmp_path / "eval.jsonl").write_text("")
     with pytest.raises(ValueError, match=r"train.jsonl:2"):
         load_condition_data(tmp_path)
+
+
+def test_shipped_conditions_calibrate_under_several_system_prompts() -> None:
+    data = load_condition_data(REPO / "policies" / "conditions" / "distress")
+    assert data.contexts[0] is None and len(data.contexts) >= 3
+    assert any(c and "<tools>" in c for c in data.contexts)  # a tool-using agent's prompt
+    prompts = data.prompts(["I am furious", "hello"])
+    assert len(prompts) == 2 * len(data.contexts)
+    assert prompts[0] == [{"role": "user", "content": "I am furious"}]  # text-major order
+    assert prompts[1][0]["role"] == "system" and prompts[1][-1]["content"] == "I am furious"
+    assert prompts[len(data.contexts)][-1]["content"] == "hello"
+
+
+def test_bad_contexts_name_the_file_and_what_was_expected(tmp_path: Path) -> None:
+    (tmp_path / "train.jsonl").write_text('{"text": "a", "label": true}\n')
+    (tmp_path / "eval.jsonl").write_text("")
+    (tmp_path / "condition.yaml").write_text("contexts: 3\n")
+    with pytest.raises(ValueError, match=r"condition.yaml: contexts: expected a non-empty list"):
+        load_condition_data(tmp_path)
+
+
+def test_cross_validation_keeps_renderings_of_one_text_in_one_fold() -> None:
+    from steerguard.policy.activation import _folds
+
+    folds = _folds(12, 2, group=3)
+    assert [f.tolist() for f in folds] == [[0, 1, 2, 6, 7, 8], [3, 4, 5, 9, 10, 11]]

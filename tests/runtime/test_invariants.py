@@ -166,23 +166,87 @@ def test_plan_validation_names_the_problem() -> None:
     assert Operation("clamp") is Operation.CLAMP
 
 
-def test_resolver_reads_probe_and_steers_in_same_prefill(engine) -> None:
+def test_resolver_reads_probe_and_steers_in_same_prefill(engine, monkeypatch) -> None:
     from steerguard.runtime.program import Probe
 
     direction = torch.nn.functional.normalize(torch.randn(engine.fingerprint.hidden_size), dim=0)
-    probe = Probe("p", 0, direction)
+    probe = Probe("p", 1, direction)
     seen: list[float] = []
+    forwards = 0
+    original = engine.model.forward
+
+    def counted(*args, **kwargs):
+        nonlocal forwards
+        forwards += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(engine.model, "forward", counted)
+
+    def run(plan_or_resolver, **kwargs):
+        nonlocal forwards
+        forwards = 0
+        result = engine.generate(PROMPT, plan_or_resolver, PARAMS, **kwargs)
+        return result, forwards
 
     def resolver(scores):
         seen.append(scores["p"])
-        return plan("a", 1.0, layers=(2, 3))
+        return plan("a", 1.0, layers=(1, 2, 3))  # the probe layer and later ones
 
-    resolved = engine.generate(PROMPT, resolver, PARAMS, probes=[probe])
-    fixed = engine.generate(PROMPT, plan("a", 1.0, layers=(2, 3)), PARAMS)
+    fixed, fixed_passes = run(plan("a", 1.0, layers=(1, 2, 3)))  # also calibrates layer norms
+    resolved, passes = run(resolver, probes=[probe])
     assert len(seen) == 1 and resolved.probe_scores == {"p": seen[0]}
-    assert resolved.token_ids == fixed.token_ids
+    assert resolved.token_ids == fixed.token_ids and passes == fixed_passes  # one prefill
     torch.testing.assert_close(resolved.logits, fixed.logits)
-    # A plan touching the probe layer's prompt positions forces an exact second prefill.
-    early = engine.generate(PROMPT, lambda s: plan("a", 1.0, layers=(0, 1)), PARAMS, probes=[probe])
-    fixed_early = engine.generate(PROMPT, plan("a", 1.0, layers=(0, 1)), PARAMS)
+    # A plan steering prompt positions below the probe layer forces an exact second prefill.
+    early, early_passes = run(lambda s: plan("a", 1.0, layers=(0, 1)), probes=[probe])
+    fixed_early, fixed_early_passes = run(plan("a", 1.0, layers=(0, 1)))
     torch.testing.assert_close(early.logits, fixed_early.logits)
+    assert early_passes == fixed_early_passes + 1
+
+
+def test_activations_keep_order_stop_early_and_match_single_runs(engine, monkeypatch) -> None:
+    prompts = [
+        [{"role": "user", "content": "Hi"}],
+        [{"role": "user", "content": "Tell me a long story about the sea and the ships on it."}],
+        [{"role": "user", "content": "Why?"}],
+    ]
+    layers = [0, 2]
+    ran: list[int] = []
+    from steerguard.runtime.layers import decoder_layers
+
+    for index, layer in enumerate(decoder_layers(engine.model)):
+        original = layer.forward
+
+        def counted(*args, _original=original, _index=index, **kwargs):
+            ran.append(_index)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(layer, "forward", counted)
+    batched = engine.activations(prompts, layers)
+    assert max(ran) == 2  # layers after the last wanted one never ran
+    assert hook_count(engine.model) == 0
+    for row, prompt in enumerate(prompts):
+        single = engine.activations([prompt], layers)
+        for layer in layers:
+            torch.testing.assert_close(batched[layer][row], single[layer][0], atol=1e-4, rtol=1e-4)
+    assert engine.activations([], layers)[0].shape == (0, engine.fingerprint.hidden_size)
+
+
+def test_probe_offset_reads_the_conversation_end_before_an_appended_prefix(engine) -> None:
+    from steerguard.runtime.program import Probe
+
+    direction = torch.nn.functional.normalize(torch.randn(engine.fingerprint.hidden_size), dim=0)
+    probe = Probe("p", 1, direction)
+    conversation = engine.encode(PROMPT)
+    prefix = engine.encode([{"role": "user", "content": "<tool_call>"}])[-3:]
+    short = GenerationParams(max_new_tokens=1)
+    alone = engine.generate(conversation, lambda s: SteeringPlan(), short, probes=[probe])
+    extended = conversation + prefix
+    skipped = engine.generate(
+        extended, lambda s: SteeringPlan(), short, probes=[probe], probe_offsets=[len(prefix)]
+    )
+    last = engine.generate(extended, lambda s: SteeringPlan(), short, probes=[probe])
+    assert abs(skipped.probe_scores["p"] - alone.probe_scores["p"]) < 1e-4
+    assert abs(last.probe_scores["p"] - alone.probe_scores["p"]) > 1e-4
+    with pytest.raises(PlanError, match="probe offsets"):
+        engine.generate(extended, None, short, probes=[probe], probe_offsets=[len(extended)])
