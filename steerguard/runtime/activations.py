@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from transformers import PreTrainedModel
 
-from steerguard.runtime.hooks import active_program, hooks_installed
+from steerguard.runtime.hooks import LayerProgram, active_program, hooks_installed
 
 Pooling = Literal["last", "mean_skip_first"]
 
@@ -69,6 +69,24 @@ def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
     return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
+def observe(
+    model: PreTrainedModel, ids: torch.Tensor, mask: torch.Tensor, program: LayerProgram
+) -> None:
+    """One forward of left-padded `ids` that `program` watches layer by layer (no cache; it may
+    stop the pass early by raising _EnoughLayers). Needs `hooks_installed(model)` around it."""
+    try:
+        with active_program(program):
+            model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions_from_mask(mask),
+                use_cache=False,
+                logits_to_keep=1,
+            )
+    except _EnoughLayers:
+        pass
+
+
 @torch.inference_mode()
 def layer_activations(
     model: PreTrainedModel,
@@ -96,17 +114,7 @@ def layer_activations(
             batch = [prompts[i] for i in order[start : start + batch_size]]
             ids, mask = left_pad(batch, pad_id, device)
             recorder = _Recorder(layers, mask, pooling)
-            try:
-                with active_program(recorder):
-                    model(
-                        input_ids=ids,
-                        attention_mask=mask,
-                        position_ids=positions_from_mask(mask),
-                        use_cache=False,
-                        logits_to_keep=1,
-                    )
-            except _EnoughLayers:
-                pass
+            observe(model, ids, mask, recorder)
             for layer in layers:
                 chunks[layer].append(recorder.pooled[layer].cpu())
     restore = torch.argsort(torch.tensor(order))

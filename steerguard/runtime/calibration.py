@@ -6,8 +6,8 @@ import torch
 from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from steerguard.runtime.activations import left_pad, pool, positions_from_mask
-from steerguard.runtime.hooks import active_program, hooks_installed
+from steerguard.runtime.activations import left_pad, observe, pool
+from steerguard.runtime.hooks import hooks_installed
 
 # Neutral text of ordinary length; the first token of each is left out of the mean.
 CALIBRATION_TEXTS = (
@@ -44,12 +44,6 @@ def layer_norms(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     ids, mask = left_pad(prompts, pad, next(model.parameters()).device)
     recorder = _NormRecorder(mask)
-    with hooks_installed(model), active_program(recorder):
-        model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions_from_mask(mask),
-            use_cache=False,
-            logits_to_keep=1,
-        )
+    with hooks_installed(model):
+        observe(model, ids, mask, recorder)
     return torch.tensor([recorder.norms[layer] for layer in range(num_layers)])
