@@ -1,0 +1,111 @@
+"""Cost of activation conditions as a share of the prefill they ride on (target <= 5%).
+
+    python benchmarks/bench_conditions.py [--repeats 30]
+
+For each prompt the shipped support bundle is run two ways, alternating inside every repeat:
+  with conditions  pipeline.plan + pipeline.generate: the engine reads both probes at layer 6
+                   mid-prefill, the policy decides from their scores and the plan is installed
+                   before layer 7 runs;
+  decided before   the same final plan, known up front, handed straight to the engine.
+Both generate one token, so the time is the prefill (and one token choice). The ratio is the
+median of per-repeat ratios. Prompts: a short chat turn and an agent turn with a tool-list
+system prompt (a few hundred tokens).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import median_ratio, write
+from steerguard.cli.common import load_engine
+from steerguard.pipeline import Request, SteeringPipeline, default_bundle_path
+from steerguard.policy import ChatMessage, PolicyEngine, RequestContext, UserProfile, load_bundle
+from steerguard.policy.activation import load_condition_data
+from steerguard.runtime.engine import GenerationParams
+
+CONCEPTS = Path(__file__).resolve().parents[1] / "policies" / "concepts"
+PROMPTS = {
+    "chat turn": [
+        {"role": "system", "content": "You are a support agent for an online shop."},
+        {"role": "user", "content": "Hey, where is my order? It was due yesterday."},
+    ],
+}
+
+
+def agent_prompt() -> list[dict[str, str]]:
+    # The calibration context with a tool list: a realistic agent system prompt.
+    data = load_condition_data(Path(__file__).resolve().parents[1] / "policies/conditions/distress")
+    system = next(c for c in data.contexts if c and "<tools>" in c)
+    return [
+        {"role": "system", "content": system},
+        {"role": "user", "content": "Please cancel my subscription, customer id c-881."},
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=30)
+    args = parser.parse_args()
+
+    engine, _ = load_engine("smollm2-135m", CONCEPTS)
+    pipeline = SteeringPipeline(engine, PolicyEngine(load_bundle(default_bundle_path())))
+    params = GenerationParams(max_new_tokens=1)
+    prompts = {**PROMPTS, "agent turn": agent_prompt()}
+    results: dict[str, object] = {}
+    for label, messages in prompts.items():
+        request = Request(
+            messages=tuple(ChatMessage(**m) for m in messages),
+            prompt=messages,
+            profile=UserProfile(user_id="bench", age_band="adult"),
+            context=RequestContext(channel="chat"),
+        )
+
+        def with_conditions() -> None:
+            pipeline.generate(request, pipeline.plan(request), params)
+
+        planned = pipeline.plan(request)
+        pipeline.generate(request, planned, params)
+        assert planned.decision is not None
+        final_plan = planned.decision.plan
+
+        def decided_before() -> None:
+            engine.generate(messages, final_plan, params)
+
+        for fn in (with_conditions, decided_before):  # warm up
+            fn()
+        pairs = []
+        for _ in range(args.repeats):
+            times = []
+            for fn in (with_conditions, decided_before):
+                start = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - start)
+            pairs.append((times[0], times[1]))
+        prefill_ms = sorted(b for _, b in pairs)[len(pairs) // 2] * 1000
+        ratio = median_ratio(pairs)
+        results[label] = {
+            "prompt_tokens": len(engine.encode(messages)),
+            "prefill_ms_median": round(prefill_ms, 2),
+            "added_share": round(ratio - 1.0, 4),
+            "vectors_in_plan": [iv.vector for iv in final_plan.interventions],
+        }
+    payload = {
+        "command": "python benchmarks/bench_conditions.py " + " ".join(sys.argv[1:]),
+        "repeats": args.repeats,
+        "conditions": sorted(pipeline.activation_probes(pipeline.policy)),
+        "results": results,
+        "target_added_share": 0.05,
+    }
+    path = write("conditions", payload)
+    print(json.dumps(payload, indent=2))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
