@@ -14,8 +14,10 @@ from steerguard.langchain import SteeredChatModel
 
 # Small budgets: the bundled 135M model runs on shared CPUs here.
 PARAMS: dict[str, Any] = {"audit": False, "max_string_chars": 12, "min_call_tokens": 16}
-WRONG_VALUE = ("the 135M model makes a schema-valid call with a wrong argument value "
-               "(input=-2 for 'magic_function(3)'); the grammar guarantees shape, not sense")
+# Not strict: greedy output depends on the CPU's float rounding, and these pass on some
+# machines here (AMD EPYC) and fail on others (Intel Xeon).
+WRONG_VALUE = ("the 135M model makes a schema-valid call with a wrong argument value on some "
+               "CPUs (input=-2 for 'magic_function(3)'); the grammar guarantees shape, not sense")
 BOTH_OUTPUTS = pytest.mark.parametrize("model", [{}, {"output_version": "v1"}], indirect=True)
 
 
@@ -116,8 +118,8 @@ class TestSteeredChatModelIntegration(ChatModelIntegrationTests):
         super().test_json_mode(model)
 
     @pytest.mark.xfail(
-        reason="needs the model to copy '你好' into a tool argument; the 135M model writes "
-        "other text (the call itself parses and validates)",
+        reason="needs the model to copy '你好' into a tool argument; on some CPUs the 135M "
+        "model writes other text (the call itself parses and validates)",
         strict=False,
     )
     def test_unicode_tool_call_integration(self, model: BaseChatModel, **kwargs: Any) -> None:
