@@ -48,6 +48,49 @@ def agent_prompt() -> list[dict[str, str]]:
     ]
 
 
+def measure(
+    pipeline: SteeringPipeline,
+    messages: list[dict[str, str]],
+    params: GenerationParams,
+    repeats: int,
+) -> dict[str, object]:
+    engine = pipeline.engine
+    request = Request(
+        messages=tuple(ChatMessage(**m) for m in messages),
+        prompt=messages,
+        profile=UserProfile(user_id="bench", age_band="adult"),
+        context=RequestContext(channel="chat"),
+    )
+    planned = pipeline.plan(request)
+    pipeline.generate(request, planned, params)
+    assert planned.decision is not None
+    final_plan = planned.decision.plan
+
+    def with_conditions() -> None:
+        pipeline.generate(request, pipeline.plan(request), params)
+
+    def decided_before() -> None:
+        engine.generate(messages, final_plan, params)
+
+    for fn in (with_conditions, decided_before):  # warm up
+        fn()
+    pairs = []
+    for _ in range(repeats):
+        times = []
+        for fn in (with_conditions, decided_before):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        pairs.append((times[0], times[1]))
+    prefill_ms = sorted(b for _, b in pairs)[len(pairs) // 2] * 1000
+    return {
+        "prompt_tokens": len(engine.encode(messages)),
+        "prefill_ms_median": round(prefill_ms, 2),
+        "added_share": round(median_ratio(pairs) - 1.0, 4),
+        "vectors_in_plan": [iv.vector for iv in final_plan.interventions],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=30)
@@ -57,44 +100,10 @@ def main() -> None:
     pipeline = SteeringPipeline(engine, PolicyEngine(load_bundle(default_bundle_path())))
     params = GenerationParams(max_new_tokens=1)
     prompts = {**PROMPTS, "agent turn": agent_prompt()}
-    results: dict[str, object] = {}
-    for label, messages in prompts.items():
-        request = Request(
-            messages=tuple(ChatMessage(**m) for m in messages),
-            prompt=messages,
-            profile=UserProfile(user_id="bench", age_band="adult"),
-            context=RequestContext(channel="chat"),
-        )
-
-        def with_conditions() -> None:
-            pipeline.generate(request, pipeline.plan(request), params)
-
-        planned = pipeline.plan(request)
-        pipeline.generate(request, planned, params)
-        assert planned.decision is not None
-        final_plan = planned.decision.plan
-
-        def decided_before() -> None:
-            engine.generate(messages, final_plan, params)
-
-        for fn in (with_conditions, decided_before):  # warm up
-            fn()
-        pairs = []
-        for _ in range(args.repeats):
-            times = []
-            for fn in (with_conditions, decided_before):
-                start = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - start)
-            pairs.append((times[0], times[1]))
-        prefill_ms = sorted(b for _, b in pairs)[len(pairs) // 2] * 1000
-        ratio = median_ratio(pairs)
-        results[label] = {
-            "prompt_tokens": len(engine.encode(messages)),
-            "prefill_ms_median": round(prefill_ms, 2),
-            "added_share": round(ratio - 1.0, 4),
-            "vectors_in_plan": [iv.vector for iv in final_plan.interventions],
-        }
+    results = {
+        label: measure(pipeline, messages, params, args.repeats)
+        for label, messages in prompts.items()
+    }
     payload = {
         "command": "python benchmarks/bench_conditions.py " + " ".join(sys.argv[1:]),
         "repeats": args.repeats,
