@@ -45,8 +45,8 @@ class Request:
     context: RequestContext | None = None
     session_id: str | None = None
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    # Tokens appended to the prompt after the conversation (a forced tool call's opening):
-    # activation probes read the conversation's last token, just before them.
+    # Prompt tokens after the point activation probes read (the latest human turn's end): the
+    # agent's tool calls and results after it, a forced tool call's opening.
     probe_offset: int = 0
 
     @property

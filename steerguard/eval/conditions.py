@@ -1,8 +1,9 @@
 """Calibrate a bundle's activation conditions and measure them on held-out prompts.
 
-Activations are the last prompt position of the chat-rendered user message, exactly what
-the runtime probe reads during prefill. The direction and threshold are fit on the training
-split only (steerguard.policy.activation.calibrate_probe); F1 per layer is shown for the
+Activations are the last prompt position of each chat-rendered text under each of the
+condition's calibration contexts (system prompts), exactly what the runtime probe reads during
+prefill. Shrinkage, direction and threshold are fit on the training split only
+(steerguard.policy.activation.fit_condition); F1 per layer is shown for the
 layers below the steering band so a layer change can be judged, and the layer with the best
 cross-validated F1 on the training split is named as the one `select_layer` would pick.
 """
