@@ -77,6 +77,7 @@ class Planned:
         self.probes = tuple(probes)
         self.call = call  # the request's model-call span; stages hang their spans off it
         self.halt: threading.Event | None = None  # set when the decision fails closed
+        self.activation_scores: dict[str, float] = {}  # calibrated, once the probes have read
 
     @property
     def plan(self) -> SteeringPlan | PlanResolver:
@@ -96,6 +97,7 @@ class Turn:
     outcome: Outcome
     audit_ids: list[str]
     error: BaseException | None = None
+    activation_scores: dict[str, float] = field(default_factory=dict)  # condition -> [0, 1]
 
     @property
     def decision_record_id(self) -> str | None:
@@ -174,6 +176,7 @@ class SteeringPipeline:
 
         def resolve(raw: Mapping[str, float]) -> SteeringPlan:
             scores = {n: probe_score(probes[n], float(v)) for n, v in raw.items() if n in probes}
+            planned.activation_scores = scores
             planned.decision = self.decide(request, policy, scores, call=planned.call)
             if planned.decision.failed_closed and planned.halt is not None:
                 planned.halt.set()  # stop after the first token; run() then refuses
@@ -360,7 +363,9 @@ class SteeringPipeline:
             self._end_call(planned, exc)
             raise
         self._end_call(planned)
-        return Turn(request, decision, result, outcome, ids)
+        return Turn(
+            request, decision, result, outcome, ids, activation_scores=planned.activation_scores
+        )
 
     def _record_failure(
         self, request: Request, planned: Planned, exc: BaseException, started: float

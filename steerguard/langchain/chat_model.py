@@ -493,6 +493,7 @@ class SteeredChatModel(BaseChatModel):
                 if not i.is_noop
             ],
             "explanation": d.explanation,
+            "activation_scores": dict(turn.activation_scores),
             "failed_closed": d.failed_closed,
             "audit_ids": list(turn.audit_ids),
             "outcome": turn.outcome,

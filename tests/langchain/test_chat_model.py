@@ -171,3 +171,28 @@ async def test_cancelled_async_stream_is_audited_cancelled(
     assert len(records) == 1
     assert records[0].outcome.status == "cancelled"
     assert (records[0].completion_tokens or 0) < 60
+
+
+def test_activation_probes_read_the_latest_human_turn(chat: Any) -> None:
+    """A forced call's prefix and the tool round after the human turn do not move the probes:
+    they read where the conditions were calibrated, at the end of the human message."""
+    from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+
+    tools = list(TOOLS.values())
+    question = HumanMessage("I'm so stressed, please refund order 12 now.")
+    auto = chat.bind_tools(tools, tool_choice="auto").invoke([question], max_tokens=1)
+    forced = chat.bind_tools(tools, tool_choice="any").invoke([question], max_tokens=1)
+    after_tool = chat.bind_tools(tools, tool_choice="auto").invoke(
+        [question,
+         AIMessage("", tool_calls=[{"name": "IssueRefund", "args": {"order_id": "12"},
+                                    "id": "c1"}]),
+         ToolMessage("refund issued", tool_call_id="c1")],
+        max_tokens=1,
+    )
+    scores = [m.response_metadata["steerguard"]["activation_scores"]
+              for m in (auto, forced, after_tool)]
+    assert set(scores[0]) == {"harmful_request", "distress"}
+    for other in scores[1:]:
+        for name, value in scores[0].items():
+            assert abs(other[name] - value) < 1e-3, (name, scores)
+    assert scores[0]["distress"] > 0.5  # and the reading is the calibrated one: distressed
