@@ -255,9 +255,10 @@ def calibrate_probe(
 
 # The runtime probe reads the last prompt position of the whole conversation, system prompt
 # included, and a direction fit on bare messages transfers badly: on SmolLM2-135M layer 6 a
-# bare-only distress probe kept recall 0.95 without a system prompt but 0.20 under a tool-use
-# system prompt. Each text is therefore rendered under several system prompts (a condition
-# folder's condition.yaml may list its own under `contexts:`; null means none).
+# bare-only distress probe has held-out F1 0.98 without a system prompt but 0.18 under a tool
+# agent's (scripts/compare_probes.py). Each text is therefore rendered under several system
+# prompts (a condition folder's condition.yaml may list its own under `contexts:`; null means
+# none).
 DEFAULT_CONTEXTS: tuple[str | None, ...] = (
     None,
     "You are a helpful assistant.",
