@@ -10,7 +10,7 @@ Calibration is pure tensor math, done once per model and condition, on the train
   scale s = pooled within-class standard deviation of the training projections
 Why LDA: early-layer states carry large directions of variance (topic, length) that a mean
 difference also picks up; whitening them out moved held-out F1 of the shipped harmful-request
-condition at layer 6 of SmolLM2-135M from 0.67 to 0.86 (docs/policy.md has the table), at the
+condition at layer 6 of SmolLM2-135M from about 0.6 to 0.84 (docs/policy.md has the table), at the
 same runtime cost (one dot product).
 The runtime scores a prompt with `probe.score(h) = sigmoid((h . direction - t) / s)`, a number
 in [0, 1] with the calibrated threshold at exactly 0.5; rules say `threshold: auto` (0.5) or a
