@@ -17,6 +17,7 @@ OverflowPolicy = Literal["buffer", "block", "refuse"]
 # Environment variable -> field. Env wins over the file, the file over defaults.
 ENV_FIELDS = {
     "STEERGUARD_REDIS_URL": "redis_url",
+    "STEERGUARD_REDIS_READER_URL": "reader_url",
     "STEERGUARD_AUDIT_PREFIX": "key_prefix",
     "STEERGUARD_AUDIT_OVERFLOW": "overflow",
     "STEERGUARD_AUDIT_SPILL_PATH": "spill_path",
@@ -63,6 +64,11 @@ class AuditConfig(BaseModel):
 
     redis_url: str | None = Field(
         default=None, description="redis:// or rediss:// URL (credentials, TLS); None = embedded."
+    )
+    reader_url: str | None = Field(
+        default=None,
+        description="URL for queries and verify (e.g. as the ACL user `reader`) when the writer's "
+        "credentials may not read; None = redis_url.",
     )
     key_prefix: str = Field(default="sg", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     home: Path = Field(default_factory=default_home)

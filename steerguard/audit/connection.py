@@ -10,10 +10,13 @@ from steerguard.audit.config import AuditConfig
 from steerguard.audit.embedded import EmbeddedServer
 
 
-def connect(config: AuditConfig) -> tuple[redis.Redis, EmbeddedServer | None]:
-    """Credentials and TLS come through the URL (redis://user:pass@host, rediss://...)."""
+def connect(
+    config: AuditConfig, *, read_only: bool = False
+) -> tuple[redis.Redis, EmbeddedServer | None]:
+    """Credentials and TLS come through the URL (redis://user:pass@host, rediss://...).
+    `read_only` connects with `reader_url` when one is configured."""
     embedded = None
-    url = config.redis_url
+    url = (config.reader_url or config.redis_url) if read_only else config.redis_url
     if not url:
         embedded = EmbeddedServer(config.embedded_dir)
         url = embedded.ensure()

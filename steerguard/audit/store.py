@@ -83,9 +83,13 @@ class AuditStore:
         self._embedded: EmbeddedServer | None = None
 
     @classmethod
-    def from_config(cls, config: AuditConfig | None = None) -> AuditStore:
+    def from_config(
+        cls, config: AuditConfig | None = None, *, read_only: bool = True
+    ) -> AuditStore:
+        """Connect for queries and verify (`reader_url` when configured), or, with
+        `read_only=False`, with `redis_url` for maintenance such as trim."""
         config = config or AuditConfig.load()
-        client, embedded = connect(config)
+        client, embedded = connect(config, read_only=read_only)
         store = cls(client, config)
         store._embedded = embedded
         return store

@@ -26,9 +26,9 @@ CSV_FIELDS = ["ts", "kind", "record_id", "decision_id", "request_id", "session_i
               "positions_affected", "mean_delta_norm", "chain", "seq"]
 
 
-def _store(config: Path | None) -> AuditStore:
+def _store(config: Path | None, *, read_only: bool = True) -> AuditStore:
     try:
-        return AuditStore.from_config(AuditConfig.load(config))
+        return AuditStore.from_config(AuditConfig.load(config), read_only=read_only)
     except AuditError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
@@ -198,5 +198,5 @@ def export(fmt: Annotated[str, typer.Option("--format", help="jsonl or csv")] = 
 def trim(days: Annotated[int | None, typer.Option(help="retention in days")] = None,
          config: ConfigOpt = None) -> None:
     """Delete whole days older than the retention (needs the auditadmin user)."""
-    removed = _store(config).trim(days)
+    removed = _store(config, read_only=False).trim(days)
     console.print(f"trimmed {len(removed)} days: {', '.join(removed) or '-'}")

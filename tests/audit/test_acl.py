@@ -41,6 +41,35 @@ def test_writer_writes_through_the_log_and_reader_reads(users: OwnServer, tmp_pa
     assert store.verify(tmp_path / "none").ok
 
 
+def test_reader_url_serves_queries_while_the_log_writes_as_writer(
+    users: OwnServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deployment split of docker-compose.yml: STEERGUARD_REDIS_URL as `writer`,
+    STEERGUARD_REDIS_READER_URL as `reader`; queries and verify go through the reader."""
+    base = f"127.0.0.1:{users.port}/0"
+    monkeypatch.setenv("STEERGUARD_REDIS_URL", f"redis://writer:writer-pw@{base}")
+    monkeypatch.setenv("STEERGUARD_REDIS_READER_URL", f"redis://reader:reader-pw@{base}")
+    cfg = AuditConfig.load(home=tmp_path)
+    with AuditLog(cfg) as log:
+        d = f.decision(2)
+        ids = log.record(d, f.result(d), user_id="bob", session_id="s2")
+        assert log.flush(5), log._writer.last_error
+    store = AuditStore.from_config(cfg)
+    try:
+        assert [r.record_id for r in store.query(user="bob").records] == ids
+        assert store.verify(tmp_path / "none").ok
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            store.client.xtrim(store.keys.stream(store.days()[-1]), maxlen=0)
+    finally:
+        store.close()
+    writer_store = AuditStore.from_config(cfg, read_only=False)
+    try:
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            writer_store.query(user="bob")
+    finally:
+        writer_store.close()
+
+
 def test_writer_cannot_read_the_user_index_or_the_log(users: OwnServer, tmp_path: Path) -> None:
     cfg = AuditConfig(redis_url=users.url, home=tmp_path)
     with AuditLog(cfg) as log:
