@@ -3,11 +3,13 @@ appends to a bounded queue; the writer thread does everything else."""
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
 import secrets
 import socket
 import time
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -101,6 +103,17 @@ class AuditLog:
             retry_max_s=self.config.retry_max_s,
         )
         self._builder = builder
+        # A log nobody closed still flushes at interpreter exit (before an embedded server,
+        # registered earlier, is stopped): queued records are written or spilled, not lost.
+        ref = weakref.ref(self)
+
+        def close_at_exit() -> None:
+            log = ref()
+            if log is not None:
+                log.close()
+
+        self._close_at_exit = close_at_exit
+        atexit.register(close_at_exit)
         if start:
             self._writer.start()
 
@@ -216,7 +229,9 @@ class AuditLog:
             return self.counters
         start = time.monotonic()
         self._closed = True
-        self.flush(deadline)
+        atexit.unregister(self._close_at_exit)
+        if self._writer.started:
+            self.flush(deadline)
         self._writer.stop(max(1.0, deadline - (time.monotonic() - start)))
         try:
             self.client.close()

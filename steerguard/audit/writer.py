@@ -93,10 +93,17 @@ class Writer:
         """Everything accepted so far is in Redis."""
         return not self.queue and not self.pending and self.spill.empty and not self._busy
 
+    @property
+    def started(self) -> bool:
+        return self._thread.ident is not None
+
     def stop(self, timeout: float) -> None:
         self._stopping = True
         self.wake.set()
-        self._thread.join(timeout)
+        if self.started:
+            self._thread.join(timeout)
+        else:  # never started (start=False): write or spill what is queued, here
+            self._shutdown()
 
     # ---- the thread ---------------------------------------------------------------------
     def _run(self) -> None:

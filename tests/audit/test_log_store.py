@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import redis
@@ -115,3 +116,33 @@ def test_closed_log_refuses(config: AuditConfig) -> None:
     log.close()
     with pytest.raises(AuditUnavailableError, match="closed"):
         log.record(f.decision(0))
+
+
+def test_a_log_nobody_closed_flushes_at_interpreter_exit(config: AuditConfig) -> None:
+    """The chat model's default log is never closed by the application: records queued when
+    the process ends are still written (atexit), not lost with the daemon writer thread."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        from pathlib import Path
+        from steerguard.audit import AuditConfig, AuditLog
+        from tests.audit import factories as f
+        cfg = AuditConfig(redis_url={config.redis_url!r}, key_prefix={config.key_prefix!r},
+                          home=Path({str(config.home)!r}))
+        log = AuditLog(cfg)
+        for i in range(200):
+            d = f.decision(i)
+            log.record(d, f.result(d), user_id="exit-user", session_id="exit")
+        print(log.counters.queued)
+    """)
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    queued = int(done.stdout.strip().splitlines()[-1])
+    store = AuditStore(redis.Redis.from_url(config.redis_url), config)
+    records = store.query(session="exit", limit=1000).records
+    assert queued > 200 and len(records) == queued
+    assert store.verify(config.home / "none").ok
