@@ -112,6 +112,8 @@ def export(
     vector = VectorLibrary(load_quietly(model).fingerprint).load(name)
     if fmt == "gguf":
         export_gguf(vector, output)
+        if 0 in vector.layers:
+            console.print("layer 0 left out: llama.cpp control vectors start at layer 1")
     elif fmt == "safetensors":
         save_vector(vector, output)
     else:

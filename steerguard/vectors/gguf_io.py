@@ -1,6 +1,7 @@
 """llama.cpp control vectors (GGUF, arch "controlvector"), as read by `--control-vector` and
 written by repeng. Tensor "direction.N" is added to the output of decoder layer N (0-based),
-the same layer convention steerguard uses."""
+the same layer convention steerguard uses, except that llama.cpp has no slot for layer 0: it
+rejects a file with "direction.0", so export leaves that layer out."""
 
 from __future__ import annotations
 
@@ -22,13 +23,27 @@ def model_hint(fingerprint: ModelFingerprint) -> str:
     return fingerprint.model_type or fingerprint.architecture.removesuffix("ForCausalLM").lower()
 
 
+LLAMA_CPP_FIRST_LAYER = 1  # llama.cpp refuses "direction.0" ("invalid (zero) ... index")
+
+
+def exportable_layers(vector: SteeringVector) -> list[int]:
+    return [layer for layer in vector.layers if layer >= LLAMA_CPP_FIRST_LAYER]
+
+
 def export_gguf(vector: SteeringVector, path: Path) -> Path:
+    """Write the vector's layers from 1 up (see the module note on layer 0)."""
+    layers = exportable_layers(vector)
+    if not layers:
+        raise VectorError(
+            f"vector {vector.name!r} has only layer 0, which llama.cpp control vectors cannot "
+            "hold (their layers start at 1)"
+        )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = gguf.GGUFWriter(str(path), _ARCH)
     writer.add_string(f"{_ARCH}.model_hint", model_hint(vector.fingerprint))
-    writer.add_uint32(f"{_ARCH}.layer_count", len(vector.directions))
-    for layer in vector.layers:
+    writer.add_uint32(f"{_ARCH}.layer_count", len(layers))
+    for layer in layers:
         writer.add_tensor(f"direction.{layer}", vector.directions[layer].detach().float().numpy())
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
