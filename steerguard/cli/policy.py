@@ -82,6 +82,10 @@ def test_cmd(path: PathArg = Path("policies"), hashes: HashesOpt = None) -> None
         if report.bundle is None:
             continue
         name = report.bundle.spec.name
+        if not report.results:
+            err.print(f"[red]bundle {name} ({b}) has no policy test[/red] "
+                      "(expected tests/*.yaml next to it)")
+            bad = True
         for r in report.results:
             total += 1
             if r.ok:

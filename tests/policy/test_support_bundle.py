@@ -51,6 +51,17 @@ def test_cli_test_fails_without_tests_and_reports_coverage(tmp_path: Path) -> No
     assert res.exit_code == 1
     assert "concision strength +0.0200" in res.output and "1/9 rules exercised" in res.output
     assert "not exercised: harmful-refusal" in res.output
+    # a second bundle beside it without any test fails the run, even if the first passed
+    (tmp_path / "b" / "tests" / "one.yaml").write_text(
+        "defaults: {activation_scores: {harmful_request: 0, distress: 0}}\n"
+        "cases:\n  - {name: sms, message: hi, context: {channel: sms},\n"
+        "     expect: {applied: {concision: 0.02}}}\n"
+    )
+    assert runner.invoke(app, ["test", str(tmp_path / "b")]).exit_code == 0
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "bundle.yaml").write_text(text.replace("name: support", "name: untested"))
+    res = runner.invoke(app, ["test", str(tmp_path)])
+    assert res.exit_code == 1 and "coverage untested: 0/9" in res.output  # the reason: stderr
 
 
 def test_cli_validate_reports_errors_with_positions(tmp_path: Path) -> None:
