@@ -24,7 +24,8 @@ R = TypeVar("R")
 console = Console()
 err_console = Console(stderr=True)
 
-DEFAULT_CONCEPTS = Path("policies/concepts")
+# The repository's concept datasets, wherever the command runs from (as the default bundle).
+DEFAULT_CONCEPTS = Path(__file__).resolve().parents[2] / "policies" / "concepts"
 
 
 def user_errors(func: Callable[P, R]) -> Callable[P, R]:

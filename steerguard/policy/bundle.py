@@ -77,7 +77,8 @@ def _applies(spec: BundleSpec, rule: RuleSpec) -> tuple[CompiledApply, ...]:
             CompiledApply(
                 name=a.vector,
                 concept=v.concept or a.vector,
-                vector_hash=v.hash,
+                # the runtime compares bare hex; pins may say sha256:<HEX>
+                vector_hash=v.hash.lower().removeprefix("sha256:") if v.hash else None,
                 strength=v.strength if a.strength is None else a.strength,
                 layers=a.layers or v.layers,
                 op=a.op or v.op,

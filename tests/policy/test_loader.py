@@ -151,6 +151,19 @@ def test_pinned_hash_checked_against_catalog() -> None:
         load_bundle_text(text, "t.yaml", MappingCatalog({}))
 
 
+def test_a_prefixed_pin_reaches_the_plan_as_the_bare_hash_the_runtime_compares() -> None:
+    from steerguard.policy.engine import PolicyEngine
+    from steerguard.policy.inputs import ChatMessage
+
+    text = bundle_yaml(GOOD_RULE).replace(
+        "empathy: {layers: [8, 9], strength: 0.3}",
+        "empathy: {layers: [8, 9], strength: 0.3, hash: 'sha256:ABC123'}",
+    )
+    engine = PolicyEngine(load_bundle_text(text, "t.yaml", MappingCatalog({"empathy": "abc123"})))
+    decision = engine.decide([ChatMessage(role="user", content="I am sad")])
+    assert [iv.vector_hash for iv in decision.plan.interventions] == ["abc123"]
+
+
 def test_declared_field_rules() -> None:
     text = bundle_yaml(GOOD_RULE).replace(
         "  consent.personalization: {type: boolean}",
