@@ -165,7 +165,11 @@ class SteeringPipeline:
 
     def plan(self, request: Request, call: ModelCall | None = None) -> Planned:
         """Decide now, or, when the bundle reads the model's activations, hand the engine a
-        resolver that decides once the probes have scored the prompt."""
+        resolver that decides once the probes have scored the prompt. Under the audit
+        overflow policy `refuse`, a request whose record could not be kept fails here, before
+        anything is steered (AuditUnavailableError)."""
+        if self.audit is not None and self.audit.config.overflow == "refuse":
+            self.audit.check_available()
         policy = self.policy  # one revision for the whole request, even across a reload
         probes = self.activation_probes(policy)
         if not probes:

@@ -178,3 +178,38 @@ def test_harmful_requests_get_refusal_through_the_activation_condition(
         assert turn.activation_scores["harmful_request"] >= 0.5
     else:
         assert turn.activation_scores["harmful_request"] < 0.5
+
+
+def test_refuse_policy_fails_closed_before_steering(
+    pipeline: SteeringPipeline, tmp_path: Any
+) -> None:
+    """overflow: refuse is for deployments that require oversight before steering: with the
+    audit queue full, the request fails before the model runs, not after."""
+    from steerguard.audit import AuditConfig, AuditLog, AuditUnavailableError
+    from tests.audit import factories as f
+
+    cfg = AuditConfig(redis_url=URL, key_prefix=f"sgrefuse{uuid.uuid4().hex[:6]}",
+                      home=tmp_path, overflow="refuse", max_queue=1)
+    log = AuditLog(cfg, start=False)  # a writer that never drains: the queue stays full
+    try:
+        d = f.decision(1)
+        log.record(d, f.result(d))
+        strict = SteeringPipeline(pipeline.engine, lambda: pipeline.policy, log)
+        forwards = 0
+        original = pipeline.engine.model.forward
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            nonlocal forwards
+            forwards += 1
+            return original(*args, **kwargs)
+
+        pipeline.engine.model.forward = counted
+        try:
+            with pytest.raises(AuditUnavailableError, match="audit queue full"):
+                strict.run(_request(pipeline, "Hello"), GenerationParams(max_new_tokens=2))
+        finally:
+            del pipeline.engine.model.forward
+        assert forwards == 0
+    finally:
+        log._writer.queue.clear()
+        log.close()
