@@ -28,6 +28,7 @@ from steerguard.audit.log import AuditLog
 from steerguard.audit.store import AuditStore
 from steerguard.langchain import SteeredChatModel
 from steerguard.policy.inputs import RequestContext, UserProfile
+from steerguard.telemetry.setup import configure_telemetry
 
 ORDERS = {"A-1234": "shipped on Monday, arriving Thursday", "B-77": "delayed at the depot"}
 
@@ -102,6 +103,9 @@ def show(message: BaseMessage) -> None:
 
 def main() -> None:
     started = time.perf_counter()
+    # The SDK for this process: OTLP when OTEL_* says so (docker-compose.yml sets it); console
+    # spans only on request (OTEL_TRACES_EXPORTER=console), since this prints for a person.
+    configure_telemetry(console=False)
     audit = AuditLog(AuditConfig.load(key_prefix="sgdemo"))
     model = SteeredChatModel(audit=audit, max_tokens=20, max_string_chars=16)
     agent = build_agent(model)
@@ -120,7 +124,9 @@ def main() -> None:
             show(message)
 
     audit.flush(10)
-    store = AuditStore(audit.client, audit.config)
+    # Read back as the configured reader (e.g. the ACL user `reader`) when there is one.
+    store = (AuditStore.from_config(audit.config) if audit.config.reader_url
+             else AuditStore(audit.client, audit.config))
     print("\n== audit log")
     for profile, session in sessions:
         print(f"-- session {session} (user ref {store.user_ref(profile.user_id)[:12]})")

@@ -1,5 +1,5 @@
 """langchain-tests standard suites. Capability flags are honest; every skip and expected
-failure is listed with its reason in docs/langchain.md."""
+failure is listed with its reason in the README ("LangChain standard tests")."""
 
 from __future__ import annotations
 
