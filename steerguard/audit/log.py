@@ -21,7 +21,7 @@ from steerguard.audit.chain import ChainHead
 from steerguard.audit.config import AuditConfig
 from steerguard.audit.connection import connect
 from steerguard.audit.embedded import EmbeddedServer
-from steerguard.audit.errors import AuditUnavailableError
+from steerguard.audit.errors import AuditConfigError, AuditUnavailableError
 from steerguard.audit.keys import KeySpace
 from steerguard.audit.masking import Masker, TextMasker
 from steerguard.audit.records import Outcome
@@ -38,11 +38,18 @@ _CANCELLED = Outcome.cancelled()
 OutcomeLike = Outcome | BaseException | Literal["completed", "cancelled"]
 
 
-def hmac_key(config: AuditConfig) -> bytes:
-    """The configured key, or one made once and kept (0600) in the audit directory."""
+def hmac_key(config: AuditConfig, *, create: bool = True) -> bytes:
+    """The configured key, or one made once and kept (0600) in the audit directory. Readers
+    pass `create=False`: a key of their own would silently match no record."""
     if config.user_hmac_key is not None:
         return config.user_hmac_key.get_secret_value().encode()
     path = config.audit_dir / "hmac.key"
+    if not path.exists() and not create:
+        raise AuditConfigError(
+            f"no user HMAC key: {path} does not exist and STEERGUARD_AUDIT_HMAC_KEY is not set; "
+            "use the writer's key (copy its hmac.key or set the variable), or query by "
+            "--user-ref"
+        )
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -105,7 +105,7 @@ class AuditStore:
         if self._builder is None:
             from steerguard.audit.log import hmac_key
 
-            self._builder = RecordBuilder(hmac_key(self.config), Masker(()),
+            self._builder = RecordBuilder(hmac_key(self.config, create=False), Masker(()),
                                           store_user_id=self.config.store_user_id,
                                           store_text=False)
         return self._builder.user_ref(user_id)

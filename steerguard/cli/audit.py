@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, ParamSpec, TypeVar
 
+import redis
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -16,9 +19,31 @@ from rich.table import Table
 from steerguard.audit import AuditConfig, AuditStore
 from steerguard.audit.errors import AuditError
 from steerguard.audit.records import DecisionRecord, InterventionRecord
+from steerguard.cli.common import err_console
+from steerguard.errors import SteerguardError
 
 app = typer.Typer(help="Inspect, verify and export the audit log.", no_args_is_help=True)
 console = Console()
+P = ParamSpec("P")
+R = TypeVar("R")
+
+def _errors(func: Callable[P, R]) -> Callable[P, R]:
+    """One red line instead of a traceback: configuration mistakes, and Redis refusing or
+    unreachable (wrong URL, credentials, ACL)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except SteerguardError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        except redis.RedisError as exc:
+            err_console.print(f"[bold red]error:[/] Redis: {type(exc).__name__}: {exc}",
+                              soft_wrap=True)
+        raise typer.Exit(2)
+
+    return wrapper
+
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML with an audit: section")]
 CSV_FIELDS = ["ts", "kind", "record_id", "decision_id", "request_id", "session_id", "user_ref",
@@ -74,6 +99,7 @@ def _table(records: list[DecisionRecord | InterventionRecord], title: str) -> Ta
 
 
 @app.command()
+@_errors
 def tail(n: Annotated[int, typer.Option("-n")] = 20,
          follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
          json_out: Annotated[bool, typer.Option("--json")] = False,
@@ -98,6 +124,7 @@ def tail(n: Annotated[int, typer.Option("-n")] = 20,
 
 
 @app.command()
+@_errors
 def query(user: str | None = None, user_ref: str | None = None, session: str | None = None,
           decision: str | None = None, rule: str | None = None, vector: str | None = None,
           outcome: str | None = None, since: str | None = None, until: str | None = None,
@@ -119,6 +146,7 @@ def query(user: str | None = None, user_ref: str | None = None, session: str | N
 
 
 @app.command()
+@_errors
 def stats(since: str | None = None, until: str | None = None,
           bucket: Annotated[str, typer.Option(help="hour or day")] = "hour",
           json_out: Annotated[bool, typer.Option("--json")] = False,
@@ -146,6 +174,7 @@ def _counts(d: dict[str, int]) -> str:
 
 
 @app.command()
+@_errors
 def verify(checkpoint: Annotated[Path | None, typer.Option(help="checkpoint file")] = None,
            write_checkpoint: Annotated[bool, typer.Option(
                "--write-checkpoint", help="append a checkpoint when the log verifies")] = False,
@@ -170,6 +199,7 @@ def verify(checkpoint: Annotated[Path | None, typer.Option(help="checkpoint file
 
 
 @app.command()
+@_errors
 def export(fmt: Annotated[str, typer.Option("--format", help="jsonl or csv")] = "jsonl",
            since: str | None = None, until: str | None = None,
            output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
@@ -195,6 +225,7 @@ def export(fmt: Annotated[str, typer.Option("--format", help="jsonl or csv")] = 
 
 
 @app.command()
+@_errors
 def trim(days: Annotated[int | None, typer.Option(help="retention in days")] = None,
          config: ConfigOpt = None) -> None:
     """Delete whole days older than the retention (needs the auditadmin user)."""

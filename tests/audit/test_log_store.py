@@ -146,3 +146,14 @@ def test_a_log_nobody_closed_flushes_at_interpreter_exit(config: AuditConfig) ->
     records = store.query(session="exit", limit=1000).records
     assert queued > 200 and len(records) == queued
     assert store.verify(config.home / "none").ok
+
+
+def test_a_reader_without_the_writers_key_is_told_so(config: AuditConfig, tmp_path: Path) -> None:
+    """A key of its own would make every query by user come back empty, silently."""
+    from steerguard.audit.errors import AuditConfigError
+
+    reader_config = config.model_copy(update={"home": tmp_path / "elsewhere"})
+    store = AuditStore(redis.Redis.from_url(config.redis_url), reader_config)
+    with pytest.raises(AuditConfigError, match=r"hmac\.key does not exist"):
+        store.query(user="alice")
+    assert not (tmp_path / "elsewhere" / "audit" / "hmac.key").exists()
