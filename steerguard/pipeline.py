@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from steerguard.audit.log import AuditLog
-from steerguard.errors import SteerguardError
+from steerguard.errors import PlanError, SteerguardError
 from steerguard.policy.activation import ActivationProbe
 from steerguard.policy.decision import Decision
 from steerguard.policy.engine import PolicyEngine
@@ -139,7 +139,9 @@ class SteeringPipeline:
         self.telemetry = telemetry or get_telemetry()
         if audit is not None:  # queue depth and written/spilled/dropped, read at collection
             self.telemetry.metrics.observe_audit(audit_log_stats(audit), source=audit.chain_id)
-        self._probes = dict(probes) if probes is not None else None
+        self._given_probes = dict(probes) if probes is not None else {}
+        # Per bundle content hash, so a hot reload that changes a condition gets new probes.
+        self._probes: dict[str, dict[str, ActivationProbe]] = {}
         self._probes_lock = threading.Lock()
 
     # stages -----------------------------------------------------------------------------
@@ -416,15 +418,39 @@ class SteeringPipeline:
         wanted = policy.activation_conditions
         if not wanted:
             return {}
+        key = policy.ref.content_hash
         with self._probes_lock:
-            if self._probes is not None and set(wanted) <= set(self._probes):
-                return {n: self._probes[n] for n in wanted}
-            probes = dict(self._probes or {})
+            known = self._probes.get(key)
+            if known is None:
+                if len(self._probes) >= 4:  # old revisions: drop
+                    self._probes.clear()
+                known = self._probes[key] = {}
             for name, spec in wanted.items():
-                if name not in probes:
-                    probes[name] = self._calibrate(policy, name, spec.layer, spec.dataset)
-            self._probes = probes
-            return {n: probes[n] for n in wanted}
+                if name not in known:
+                    probe = self._given_probes.get(name) or self._calibrate(
+                        policy, name, spec.layer, spec.dataset
+                    )
+                    self._check_probe(policy, name, spec.layer, probe)
+                    known[name] = probe
+            return {n: known[n] for n in wanted}
+
+    def _check_probe(
+        self, policy: PolicyEngine, name: str, layer: int, probe: ActivationProbe
+    ) -> None:
+        """A probe fit elsewhere (another layer, another model) would read the wrong state."""
+        fp = self.engine.fingerprint
+        where = f"bundle {policy.ref.name}@{policy.ref.revision}, condition {name!r}"
+        if probe.layer != layer:
+            raise PlanError(
+                f"{where}: the bundle reads layer {layer} but its probe was calibrated at layer "
+                f"{probe.layer}; recalibrate (steerguard eval --conditions)"
+            )
+        if len(probe.direction) != fp.hidden_size or (probe.model and probe.model != fp.model_id):
+            raise PlanError(
+                f"{where}: the probe was calibrated for model {probe.model!r} with hidden size "
+                f"{len(probe.direction)}, the engine runs {fp.model_id!r} with hidden size "
+                f"{fp.hidden_size}; recalibrate (steerguard eval --conditions)"
+            )
 
     def _calibrate(
         self, policy: PolicyEngine, name: str, layer: int, dataset: str | None

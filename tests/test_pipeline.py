@@ -213,3 +213,21 @@ def test_refuse_policy_fails_closed_before_steering(
     finally:
         log._writer.queue.clear()
         log.close()
+
+
+def test_a_probe_calibrated_for_another_layer_or_model_is_refused_clearly(
+    pipeline: SteeringPipeline,
+) -> None:
+    from steerguard.errors import PlanError
+
+    shipped = pipeline.activation_probes(pipeline.policy)["harmful_request"]
+    moved = shipped.model_copy(update={"layer": shipped.layer + 1})
+    other = SteeringPipeline(pipeline.engine, lambda: pipeline.policy,
+                             probes={"harmful_request": moved})
+    with pytest.raises(PlanError, match="calibrated at layer 7"):
+        other.activation_probes(other.policy)
+    small = shipped.model_copy(update={"direction": shipped.direction[:64], "model": "tiny"})
+    other = SteeringPipeline(pipeline.engine, lambda: pipeline.policy,
+                             probes={"harmful_request": small})
+    with pytest.raises(PlanError, match="hidden size 64"):
+        other.activation_probes(other.policy)
