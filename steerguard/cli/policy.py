@@ -115,6 +115,26 @@ def test_cmd(path: PathArg = Path("policies"), hashes: HashesOpt = None) -> None
     raise typer.Exit(1 if failed or bad else 0)
 
 
+def _model_scores(
+    policy: PolicyEngine, model: str, message: str, names: set[str]
+) -> dict[str, float]:
+    """Score activation conditions the way a request would: the model reads the message."""
+    from steerguard.cli.common import load_quietly
+    from steerguard.pipeline import SteeringPipeline, probe_score
+    from steerguard.runtime.engine import SteeringEngine
+
+    engine = SteeringEngine(load_quietly(model))
+    probes = SteeringPipeline(engine, policy).activation_probes(policy)
+    wanted = {n: probes[n] for n in names}
+    states = engine.activations(
+        [[{"role": "user", "content": message}]], sorted({p.layer for p in wanted.values()})
+    )
+    return {
+        n: probe_score(p, float(states[p.layer][0] @ p.direction_tensor()))
+        for n, p in wanted.items()
+    }
+
+
 def _parse_scores(scores: list[str]) -> dict[str, float]:
     parsed = {}
     for s in scores:
@@ -136,9 +156,9 @@ def explain(
     profile: Annotated[
         Path | None, typer.Option("--profile", "-p", help="Profile YAML/JSON file.")
     ] = None,
-    bundle: Annotated[Path, typer.Option("--bundle", "-b", help="Bundle folder or file.")] = Path(
-        "policies/support"
-    ),
+    bundle: Annotated[
+        Path | None, typer.Option("--bundle", "-b", help="Bundle folder or file.")
+    ] = None,
     context: Annotated[
         Path | None, typer.Option("--context", "-c", help="Context YAML/JSON file.")
     ] = None,
@@ -147,18 +167,29 @@ def explain(
         typer.Option("--score", "-s", help="Activation score NAME=VALUE (repeat)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the Decision as JSON.")] = False,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Model whose activations score the bundle's activation conditions "
+                     "(those without --score); 'none' leaves them unscored."),
+    ] = "smollm2-135m",
 ) -> None:
     """Decide for one message and show the decision and why."""
+    from steerguard.pipeline import default_bundle_path
+
     try:
-        engine = PolicyEngine(load_bundle(bundle))
+        engine = PolicyEngine(load_bundle(bundle or default_bundle_path()))
         prof = UserProfile.model_validate(yaml.safe_load(profile.read_text())) if profile else None
         ctx = (
             RequestContext.model_validate(yaml.safe_load(context.read_text()) or {})
             if context
             else None
         )
+        scores = _parse_scores(score or [])
+        missing = set(engine.activation_conditions) - set(scores)
+        if missing and model and model != "none":
+            scores.update(_model_scores(engine, model, message, missing))
         decision = engine.decide(
-            [{"role": "user", "content": message}], prof, ctx, _parse_scores(score or []) or None
+            [{"role": "user", "content": message}], prof, ctx, scores or None
         )
     except PolicyError as e:
         _print_policy_error(e)
