@@ -30,10 +30,25 @@ def build(
     concepts: Annotated[Path, typer.Option(help="Folder of concept datasets.")] = DEFAULT_CONCEPTS,
     model: ModelOpt = BUNDLED,
     force: Annotated[bool, typer.Option(help="Rebuild even when up to date.")] = False,
+    method: Annotated[
+        str, typer.Option(help="mean_diff (difference of means) or pca_diff (first principal "
+                          "component of the pair differences).")
+    ] = "mean_diff",
+    pooling: Annotated[
+        str, typer.Option(help="Token pooling: mean_skip_first (mean over tokens, the first "
+                          "left out) or last (the last token).")
+    ] = "mean_skip_first",
 ) -> None:
-    """Extract a vector per concept (skips concepts whose data did not change)."""
+    """Extract a vector per concept (skips concepts whose data, method and pooling did not
+    change)."""
+    if method not in ("mean_diff", "pca_diff"):
+        raise VectorError(f"--method {method!r}: expected 'mean_diff' or 'pca_diff'")
+    if pooling not in ("mean_skip_first", "last"):
+        raise VectorError(f"--pooling {pooling!r}: expected 'mean_skip_first' or 'last'")
     engine, library = load_engine(model, concepts=None)
-    vectors = library.build(engine, concepts, force=force)
+    vectors = library.build(
+        engine, concepts, force=force, method=method, pooling=pooling  # type: ignore[arg-type]
+    )
     table = Table("vector", "hash", "recommended layers", "best held-out separation")
     for v in vectors:
         best = max(v.extraction.layer_scores.values(), default=0.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from steerguard.errors import VectorError
 from steerguard.runtime.engine import SteeringEngine
@@ -12,6 +13,10 @@ from steerguard.vectors.datasets import load_concepts
 from steerguard.vectors.fingerprint import ModelFingerprint
 from steerguard.vectors.steering_vector import SteeringVector
 from steerguard.vectors.storage import load_vector, save_vector
+
+if TYPE_CHECKING:
+    from steerguard.runtime.activations import Pooling
+    from steerguard.vectors.extraction import Method
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -56,9 +61,11 @@ class VectorLibrary:
         *,
         force: bool = False,
         names: set[str] | None = None,
+        method: Method = "mean_diff",
+        pooling: Pooling = "mean_skip_first",
     ) -> list[SteeringVector]:
         """Extract every concept (or those in `names`) whose stored vector is missing or was
-        built from other data."""
+        built from other data, or with another method or pooling."""
         from steerguard.vectors.extraction import extract
 
         built = []
@@ -66,8 +73,13 @@ class VectorLibrary:
             if names is not None and concept.meta.name not in names:
                 continue
             current = self._current(concept.meta.name, concept.dataset_hash)
+            if current is not None and (current.extraction.method, current.extraction.pooling) != (
+                method,
+                pooling,
+            ):
+                current = None
             if current is None or force:
-                current = extract(engine, concept)
+                current = extract(engine, concept, method=method, pooling=pooling)
                 self.save(current)
             built.append(current)
         return built

@@ -84,3 +84,28 @@ def test_user_errors_are_one_line_not_tracebacks(tiny_dir, home) -> None:
     bad_file.write_text("not a gguf")
     imported = runner.invoke(app, ["vectors", "import", str(bad_file), "--name", "x", *model])
     assert imported.exit_code == 2 and "not a GGUF file" in imported.output
+
+
+def test_vectors_build_with_method_and_pooling_rebuilds_when_they_change(tiny_dir, home) -> None:
+    import shutil
+
+    concepts = home / "concepts"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "policies/concepts/sentiment",
+                    concepts / "sentiment")
+    model = ["--model", str(tiny_dir), "--concepts", str(concepts)]
+
+    def stored() -> dict:
+        shown = runner.invoke(app, ["vectors", "show", "sentiment", "--json",
+                                    "--model", str(tiny_dir)])
+        assert shown.exit_code == 0, shown.output
+        return json.loads(shown.output)["extraction"]
+
+    built = runner.invoke(app, ["vectors", "build", "--method", "pca_diff", "--pooling", "last",
+                                *model])
+    assert built.exit_code == 0, built.output
+    assert (stored()["method"], stored()["pooling"]) == ("pca_diff", "last")
+    built = runner.invoke(app, ["vectors", "build", *model])  # defaults differ: rebuilt
+    assert built.exit_code == 0, built.output
+    assert (stored()["method"], stored()["pooling"]) == ("mean_diff", "mean_skip_first")
+    bad = runner.invoke(app, ["vectors", "build", "--method", "median", *model])
+    assert bad.exit_code == 2 and "expected 'mean_diff' or 'pca_diff'" in bad.output
