@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import BaseModel, ValidationError
 
 from steerguard.policy.bundle import Bundle, compile_bundle
@@ -61,6 +62,7 @@ def load_bundle_text(
 
     raw_rules = doc.data.get("rules", [])
     header_data = {k: v for k, v in doc.data.items() if k != "rules"}
+    _defaults_from_concepts(header_data, doc, Path(file).parent, issues)
     header = _validate(BundleSpec, header_data, doc, (), issues)
     rules: list[tuple[int, RuleSpec]] = []
     if not isinstance(raw_rules, list):
@@ -83,6 +85,47 @@ def load_bundle_text(
     assert header is not None
     spec = header.model_copy(update={"rules": [r for _, r in rules]})
     return compile_bundle(spec, Path(file))
+
+
+def _defaults_from_concepts(
+    data: dict[str, Any], doc: YamlDoc, base: Path, out: list[PolicyIssue]
+) -> None:
+    """With `concepts:` declared, a vector without `strength` or `layers` takes its concept's
+    measured `recommended_strength` / `default_layers` (concept.yaml, written by `steerguard
+    eval`). The values land in the spec, so the bundle's content hash covers them."""
+    folder, vectors = data.get("concepts"), data.get("vectors")
+    if not isinstance(folder, str) or not isinstance(vectors, dict):
+        return  # without a folder, validation reports any missing field
+    filled_vectors = dict(vectors)
+    for name, entry in vectors.items():
+        if not isinstance(entry, dict):
+            continue
+        missing = [k for k in ("strength", "layers") if k not in entry]
+        if not missing:
+            continue
+        concept = entry.get("concept") or name
+        path = base / folder / str(concept) / "concept.yaml"
+        try:
+            meta = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            out.append(doc.issue(("vectors", name), f"cannot read {path}: {exc}",
+                                 expected="strength and layers, or a readable concept.yaml"))
+            continue
+        sources = {"strength": "recommended_strength", "layers": "default_layers"}
+        filled = dict(entry)
+        for key in missing:
+            value = meta.get(sources[key]) if isinstance(meta, dict) else None
+            if value is None:
+                out.append(doc.issue(
+                    ("vectors", name),
+                    f"no {key} given and {path} has no {sources[key]} (`steerguard eval` "
+                    "records it when an effect passes its rule)",
+                    expected=f"{key}: ...",
+                ))
+            else:
+                filled[key] = value
+        filled_vectors[name] = filled
+    data["vectors"] = filled_vectors
 
 
 def _validate(

@@ -434,6 +434,11 @@ class BundleSpec(_Spec):
         "failed-closed decision with an empty plan.",
     )
     limits: Limits = Limits()
+    concepts: str | None = Field(
+        default=None,
+        description="Folder of concept datasets, relative to the bundle: a vector without "
+        "strength or layers takes its concept's recommended_strength / default_layers.",
+    )
     vectors: dict[str, VectorSpec] = Field(min_length=1)
     profile: dict[str, FieldSpec] = Field(default_factory=dict)
     context: dict[str, FieldSpec] = Field(default_factory=dict)

@@ -186,3 +186,24 @@ def test_missing_dataset_folder(tmp_path: Path) -> None:
 def test_missing_file_is_a_policy_error(tmp_path: Path) -> None:
     with pytest.raises(PolicyError, match="cannot read bundle"):
         load_bundle(tmp_path)
+
+
+def test_vectors_default_to_the_concepts_measured_strength_and_layers(tmp_path: Path) -> None:
+    concept = tmp_path / "concepts" / "empathy"
+    concept.mkdir(parents=True)
+    (concept / "concept.yaml").write_text(
+        "name: empathy\nrecommended_strength: 0.04\ndefault_layers: [19, 20, 21]\n"
+    )
+    text = "concepts: concepts\n" + bundle_yaml(GOOD_RULE).replace(
+        "empathy: {layers: [8, 9], strength: 0.3}", "empathy: {max_strength: 0.08}"
+    )
+    bundle_file = tmp_path / "bundle.yaml"
+    bundle_file.write_text(text)
+    empathy = load_bundle(bundle_file).spec.vectors["empathy"]
+    assert (empathy.strength, tuple(empathy.layers)) == (0.04, (19, 20, 21))
+    (concept / "concept.yaml").write_text("name: empathy\ndefault_layers: [19]\n")
+    with pytest.raises(PolicyError, match="has no recommended_strength") as e:
+        load_bundle(bundle_file)
+    assert e.value.issues[0].field == "vectors.empathy"
+    with pytest.raises(PolicyError, match="strength"):  # without `concepts:` it is required
+        load_bundle_text(text.replace("concepts: concepts\n", ""), str(bundle_file))

@@ -40,6 +40,7 @@ def test_cli_test_fails_without_tests_and_reports_coverage(tmp_path: Path) -> No
         (SUPPORT / "bundle.yaml")
         .read_text()
         .replace("../conditions", str(REPO / "policies/conditions"))
+        .replace("../concepts", str(REPO / "policies/concepts"))
     )
     (tmp_path / "b" / "bundle.yaml").write_text(text)
     (tmp_path / "b" / "tests").mkdir()
@@ -69,6 +70,7 @@ def test_cli_validate_reports_errors_with_positions(tmp_path: Path) -> None:
     f = tmp_path / "bad.yaml"
     f.write_text(
         (SUPPORT / "bundle.yaml").read_text().replace("apply: [refusal]", "apply: [refusl]")
+        .replace("../concepts", str(REPO / "policies/concepts"))
     )
     res = runner.invoke(app, ["validate", str(f)])
     assert res.exit_code == 1
