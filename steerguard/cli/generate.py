@@ -13,6 +13,7 @@ from rich.table import Table
 from steerguard.cli.common import DEFAULT_CONCEPTS, console, load_engine, user_errors
 from steerguard.errors import PlanError
 from steerguard.runtime.loading import BUNDLED
+from steerguard.vectors.datasets import ConceptMeta, load_concept
 
 
 def _layers(text: str | None, recommended: tuple[int, ...]) -> list[int]:
@@ -33,14 +34,28 @@ def _layers(text: str | None, recommended: tuple[int, ...]) -> list[int]:
     return layers
 
 
+def _measured_defaults(vector: str) -> ConceptMeta:
+    """The concept's metadata (recommended strength, default layers) when it is shipped."""
+    folder = DEFAULT_CONCEPTS / vector
+    if (folder / "concept.yaml").is_file():
+        return load_concept(folder).meta
+    return ConceptMeta(name=vector)
+
+
 @user_errors
 def generate(
     prompt: Annotated[str, typer.Argument(help="The user message.")],
     vector: Annotated[str, typer.Option("--vector", "-v", help="Vector name.")] = "sentiment",
     strength: Annotated[
-        float, typer.Option("--strength", "-s", help="Relative to layer norm.")
-    ] = 0.15,
-    layers: Annotated[str | None, typer.Option(help="e.g. '8-12' (default: recommended).")] = None,
+        float | None,
+        typer.Option("--strength", "-s", help="Per layer, relative to the layer's norm "
+                     "(default: the concept's measured recommended_strength)."),
+    ] = None,
+    layers: Annotated[
+        str | None,
+        typer.Option(help="e.g. '8-12' (default: the concept's measured default_layers, else "
+                     "the layers extraction recommends)."),
+    ] = None,
     op: Annotated[str, typer.Option(help="add, ablate or clamp.")] = "add",
     positions: Annotated[str, typer.Option(help="all, prompt, generated or last_N.")] = "all",
     max_tokens: Annotated[int, typer.Option(help="New tokens per answer.")] = 60,
@@ -56,11 +71,22 @@ def generate(
         raise PlanError(
             f"--vector {vector!r}: not loaded (have: {', '.join(sorted(engine.vectors))})"
         )
+    measured = _measured_defaults(vector)
+    if strength is None:
+        if measured.recommended_strength is None:
+            raise PlanError(
+                f"--strength: {vector!r} has no measured recommended_strength (steerguard eval "
+                "records one when an effect passes its rule); pass one, e.g. --strength 0.04"
+            )
+        strength = measured.recommended_strength
+    recommended = tuple(measured.default_layers or ()) or (
+        engine.vectors[vector].extraction.recommended_layers
+    )
     try:
         intervention = Intervention(
             vector=vector,
             strength=strength,
-            layers=tuple(_layers(layers, engine.vectors[vector].extraction.recommended_layers)),
+            layers=tuple(_layers(layers, recommended)),
             op=Operation(op),
             positions=Positions.parse(positions),
         )
