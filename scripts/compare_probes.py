@@ -48,8 +48,13 @@ def main() -> None:
     for folder in sorted(p for p in CONDITIONS.iterdir() if p.is_dir()):
         data = load_condition_data(folder)
         by_context = states(engine, data, args.layer)
-        names = ["none" if c is None else ("tool agent" if "<tools>" in c else "generic")
-                 for c in data.contexts]
+        names = [
+            "none" if c is None
+            else "conversation" if isinstance(c, tuple)
+            else "tool agent" if "<tools>" in c
+            else "generic"
+            for c in data.contexts
+        ]
         for fit_on in ("bare", "all contexts"):
             picked = [0] if fit_on == "bare" else list(range(len(data.contexts)))
             group = len(picked)

@@ -199,9 +199,9 @@ def eval_section(figures: Path) -> str:
               "chosen by 5-fold cross-validation, and the F1-optimal threshold, all fit on "
               "`train.jsonl` only) measured on the held-out `eval.jsonl`, reading the last "
               "prompt position exactly as the runtime does. Every text is rendered under each "
-              "of the condition's calibration contexts (system prompts in condition.yaml: "
-              "none, a generic one, a tool-using support agent's), so counts are prompts × "
-              "contexts. The calibrated probes are saved to "
+              "of the condition's calibration contexts (condition.yaml: none, a generic "
+              "system prompt, a tool-using support agent's, a chat the text continues), so "
+              "counts are prompts × contexts. The calibrated probes are saved to "
               "`policies/support/probes/<name>.json`.\n",
               conditions_table(conditions) if conditions else "none measured\n",
               *[_missed(r) for r in conditions if not r.meets_target],

@@ -10,7 +10,7 @@ Calibration is pure tensor math, done once per model and condition, on the train
   scale s = pooled within-class standard deviation of the training projections
 Why LDA: early-layer states carry large directions of variance (topic, length) that a mean
 difference also picks up; whitening them out moved held-out F1 of the shipped harmful-request
-condition at layer 6 of SmolLM2-135M from about 0.6 to 0.84 (docs/policy.md has the table), at the
+condition at layer 6 of SmolLM2-135M from about 0.6 to 0.8 (docs/policy.md has the table), at the
 same runtime cost (one dot product).
 The runtime scores a prompt with `probe.score(h) = sigmoid((h . direction - t) / s)`, a number
 in [0, 1] with the calibrated threshold at exactly 0.5; rules say `threshold: auto` (0.5) or a
@@ -256,39 +256,57 @@ def calibrate_probe(
 # The runtime probe reads the last prompt position of the whole conversation, system prompt
 # included, and a direction fit on bare messages transfers badly: on SmolLM2-135M layer 6 a
 # bare-only distress probe has held-out F1 0.98 without a system prompt but 0.18 under a tool
-# agent's (scripts/compare_probes.py). Each text is therefore rendered under several system
-# prompts (a condition folder's condition.yaml may list its own under `contexts:`; null means
-# none).
-DEFAULT_CONTEXTS: tuple[str | None, ...] = (
+# agent's (scripts/compare_probes.py). Each text is therefore rendered under several contexts
+# (a condition folder's condition.yaml may list its own under `contexts:`): null for none, a
+# string for a system prompt, or a list of messages for a conversation the text continues.
+Prompt = list[dict[str, str]]
+Context = str | tuple[tuple[str, str], ...] | None  # None, system prompt, or (role, content)s
+
+DEFAULT_CONTEXTS: tuple[Context, ...] = (
     None,
     "You are a helpful assistant.",
 )
-
-Prompt = list[dict[str, str]]
+_ROLES = ("system", "user", "assistant")
 
 
 @dataclass(frozen=True)
 class ConditionData:
     """Texts of a condition dataset (policies/conditions/<name>), split and labelled, and the
-    system prompts each text is rendered under for calibration."""
+    contexts (none, system prompts, conversations) each text is rendered under for calibration."""
 
     train_pos: list[str]
     train_neg: list[str]
     eval_pos: list[str]
     eval_neg: list[str]
-    contexts: tuple[str | None, ...] = DEFAULT_CONTEXTS
+    contexts: tuple[Context, ...] = DEFAULT_CONTEXTS
 
     def prompts(self, texts: Sequence[str]) -> list[Prompt]:
         """Every text under every context, text-major: text i is rows i*C .. i*C + C-1."""
         out: list[Prompt] = []
         for text in texts:
-            for system in self.contexts:
-                head = [{"role": "system", "content": system}] if system else []
+            for context in self.contexts:
+                if context is None:
+                    head: Prompt = []
+                elif isinstance(context, str):
+                    head = [{"role": "system", "content": context}]
+                else:
+                    head = [{"role": role, "content": content} for role, content in context]
                 out.append([*head, {"role": "user", "content": text}])
         return out
 
 
-def _contexts(folder: Path) -> tuple[str | None, ...]:
+def _context(value: object) -> Context:
+    if value is None or isinstance(value, str):
+        return value or None
+    if isinstance(value, list) and value and all(
+        isinstance(m, dict) and m.get("role") in _ROLES and isinstance(m.get("content"), str)
+        for m in value
+    ):
+        return tuple((m["role"], m["content"]) for m in value)
+    raise ValueError(f"{value!r}")
+
+
+def _contexts(folder: Path) -> tuple[Context, ...]:
     spec_path = folder / "condition.yaml"
     if not spec_path.is_file():
         return DEFAULT_CONTEXTS
@@ -296,14 +314,16 @@ def _contexts(folder: Path) -> tuple[str | None, ...]:
     contexts = spec.get("contexts") if isinstance(spec, dict) else None
     if contexts is None:
         return DEFAULT_CONTEXTS
-    if not isinstance(contexts, list) or not contexts or not all(
-        c is None or isinstance(c, str) for c in contexts
-    ):
+    try:
+        if not isinstance(contexts, list) or not contexts:
+            raise ValueError(f"{contexts!r}")
+        return tuple(_context(c) for c in contexts)
+    except ValueError as exc:
         raise ValueError(
-            f"{spec_path}: contexts: expected a non-empty list of system prompts (strings, or "
-            f"null for none), got {contexts!r}"
-        )
-    return tuple(c or None for c in contexts)
+            f"{spec_path}: contexts: expected a non-empty list whose items are null (no "
+            "context), a system prompt string, or a list of messages with role "
+            f"(system, user or assistant) and content; got {exc}"
+        ) from None
 
 
 def load_condition_data(folder: str | Path) -> ConditionData:
@@ -354,7 +374,7 @@ def probe_metrics_summary(probes: Sequence[ActivationProbe]) -> list[str]:
             lines.append(
                 f"{p.name} (layer {p.layer}): precision {m.precision:.2f} recall {m.recall:.2f} "
                 f"F1 {m.f1:.2f} on {m.n_pos}+{m.n_neg} held-out prompt renderings "
-                f"({p.contexts} system prompts each)"
+                f"({p.contexts} contexts each)"
             )
     return lines
 

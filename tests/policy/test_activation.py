@@ -125,6 +125,8 @@ def test_shipped_conditions_calibrate_under_several_system_prompts() -> None:
     assert prompts[0] == [{"role": "user", "content": "I am furious"}]  # text-major order
     assert prompts[1][0]["role"] == "system" and prompts[1][-1]["content"] == "I am furious"
     assert prompts[len(data.contexts)][-1]["content"] == "hello"
+    conversation = next(p for p in prompts if [m["role"] for m in p][-2:] == ["assistant", "user"])
+    assert conversation[-1]["content"] == "I am furious"  # a later turn of a chat
 
 
 def test_bad_contexts_name_the_file_and_what_was_expected(tmp_path: Path) -> None:
@@ -132,6 +134,9 @@ def test_bad_contexts_name_the_file_and_what_was_expected(tmp_path: Path) -> Non
     (tmp_path / "eval.jsonl").write_text("")
     (tmp_path / "condition.yaml").write_text("contexts: 3\n")
     with pytest.raises(ValueError, match=r"condition.yaml: contexts: expected a non-empty list"):
+        load_condition_data(tmp_path)
+    (tmp_path / "condition.yaml").write_text("contexts: [[{role: bot, content: hi}]]\n")
+    with pytest.raises(ValueError, match=r"role \(system, user or assistant\)"):
         load_condition_data(tmp_path)
 
 
