@@ -120,7 +120,7 @@ def _model_scores(
 ) -> dict[str, float]:
     """Score activation conditions the way a request would: the model reads the message."""
     from steerguard.cli.common import load_quietly
-    from steerguard.pipeline import SteeringPipeline, probe_score
+    from steerguard.pipeline import SteeringPipeline
     from steerguard.runtime.engine import SteeringEngine
 
     engine = SteeringEngine(load_quietly(model))
@@ -129,10 +129,7 @@ def _model_scores(
     states = engine.activations(
         [[{"role": "user", "content": message}]], sorted({p.layer for p in wanted.values()})
     )
-    return {
-        n: probe_score(p, float(states[p.layer][0] @ p.direction_tensor()))
-        for n, p in wanted.items()
-    }
+    return {n: float(p.score(states[p.layer][0])) for n, p in wanted.items()}
 
 
 def _parse_scores(scores: list[str]) -> dict[str, float]:

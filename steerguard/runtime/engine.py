@@ -158,7 +158,8 @@ class SteeringEngine:
     ) -> list[GenerationResult]:
         """Each row with its own plan (None: unsteered); rows are left padded together.
         Probes read each row's last prompt token, or the one `probe_offsets[row]` tokens
-        before it (to skip a prefix appended after the conversation, such as a forced call)."""
+        before it (where the condition was calibrated: the end of the latest human turn, before
+        the tool round or forced-call opening that follows it)."""
         last: list[GenerationResult] = []
         runner = self._run(
             prompts, plans, params, probes, logits_processor, cancel, probe_offsets=probe_offsets
