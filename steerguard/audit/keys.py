@@ -22,6 +22,9 @@ def safe_value(value: str) -> str:
     return "h." + hashlib.sha256(value.encode()).hexdigest()[:32]
 
 
+_SUFFIXES: dict[tuple[str, str], str] = {}
+
+
 _DAYS: dict[int, str] = {}
 
 
@@ -85,4 +88,9 @@ class KeySpace:
 
 
 def index_suffix(kind: str, value: str) -> str:
-    return f"{INDEX_KINDS[kind]}:{safe_value(value)}"
+    suffix = _SUFFIXES.get((kind, value))
+    if suffix is None:  # users, sessions, rules and vectors repeat from record to record
+        if len(_SUFFIXES) > 65_536:
+            _SUFFIXES.clear()
+        suffix = _SUFFIXES[(kind, value)] = f"{INDEX_KINDS[kind]}:{safe_value(value)}"
+    return suffix

@@ -1,11 +1,14 @@
 """The batch write: one script call appends a run of one chain's records (one day) to the
 day's stream, its indexes and aggregates. Atomic, and idempotent by sequence: the day's head
 hash keeps each chain's last written seq, and a batch that starts at or below it is refused
-as stale (the caller drops what was already written and sends the rest)."""
+as stale (the caller drops what was already written and sends the rest). A pipelined batch
+also names the head it follows (`expect`): if an earlier batch of its chain and day failed in
+flight, it is refused rather than written out of order."""
 
 from __future__ import annotations
 
-# KEYS[1] = head hash. ARGV: tag, chain, first seq, n, n x (payload, hash, ts),
+# KEYS[1] = head hash. ARGV: tag, chain, first seq, n, expect (-1: any head below first),
+# n x (payload, hash, ts),
 # g, g x (suffix, count, positions...), a, a x (suffix, field, increment).
 # Index members are stream ids with the sequence part zero-padded, so that records with the
 # same timestamp (score) sort in write order (Redis orders equal scores by member bytes).
@@ -15,11 +18,13 @@ WRITE_BATCH = """
 local head = tonumber(redis.call('HGET', KEYS[1], ARGV[2]) or '-1')
 local first = tonumber(ARGV[3])
 if first <= head then return {0, head} end
+local expect = tonumber(ARGV[5])
+if expect >= 0 and head ~= expect then return {0, head} end
 local tag = ARGV[1]
 local n = tonumber(ARGV[4])
 local stream = tag .. 'log'
 local ids, ts = {}, {}
-local i = 5
+local i = 6
 for k = 1, n do
   local id = redis.call('XADD', stream, '*', 'r', ARGV[i], 'h', ARGV[i + 1])
   local ms, sq = string.match(id, '(%d+)-(%d+)')

@@ -1,4 +1,8 @@
-"""Writes sealed records to Redis: runs of (chain, day) become one script call each."""
+"""Writes sealed records to Redis: runs of (chain, day) become one script call each.
+
+`write` waits for each reply. `send` pipelines: it puts a batch's commands on a connection of
+its own and returns a Ticket whose replies are read later, so the writer seals the next batch
+while Redis runs this one (the two overlap on two cores)."""
 
 from __future__ import annotations
 
@@ -65,6 +69,42 @@ def runs(records: Sequence[Sealed], limit: int) -> list[list[Sealed]]:
     return out
 
 
+class Ticket:
+    """Replies of one sent batch, read in send order; `wait` returns how many records were new."""
+
+    def __init__(self, sink: RedisSink, runs: list[list[Sealed]], zadds: int) -> None:
+        self.sink = sink
+        self.runs = runs
+        self.zadds = zadds
+        self.records = sum(len(r) for r in runs)
+
+    def wait(self) -> int:
+        conn = self.sink._conn
+        assert conn is not None
+        redo: list[list[Sealed]] = []
+        new = 0
+        try:
+            for run in self.runs:
+                try:
+                    ok, _ = conn.read_response()
+                except redis.exceptions.NoScriptError:  # Redis restarted: load, then redo
+                    ok = 0
+                if ok:
+                    new += len(run)
+                else:
+                    redo.append(run)
+            for _ in range(self.zadds):
+                conn.read_response()
+        except BaseException:
+            self.sink.reset()
+            raise
+        # Refused (out of order behind a failed run, or no script): write them the careful
+        # way now that every earlier batch is settled.
+        for run in redo:
+            new += self.sink._write_run(run)
+        return new
+
+
 class RedisSink:
     def __init__(self, client: redis.Redis, keys: KeySpace, batch_size: int) -> None:
         self.client = client
@@ -72,6 +112,54 @@ class RedisSink:
         self.batch_size = batch_size
         self._sha = hashlib.sha1(WRITE_BATCH.encode()).hexdigest()
         self._known_days: set[str] = set()
+        self._conn: Any = None  # the pipelining connection, held while tickets are open
+        self._sent_heads: dict[tuple[str, str], int] = {}  # (chain, day) -> last seq sent
+
+    @property
+    def can_pipeline(self) -> bool:
+        return isinstance(self.client, redis.Redis)
+
+    def send(self, records: Sequence[Sealed]) -> Ticket:
+        """Send all records without waiting; settle with Ticket.wait(), tickets in send order.
+        A run that follows an earlier one of its chain and day names that run's last seq, so
+        it cannot land if the earlier one did not. On an error the caller resends everything
+        unconfirmed with write(), which is idempotent."""
+        if self._conn is None:
+            self._conn = self.client.connection_pool.get_connection()
+        commands: list[tuple[Any, ...]] = []
+        todo = runs(records, self.batch_size)
+        for run in todo:
+            day, chain = run[0].day, run[0].chain
+            expect = self._sent_heads.get((chain, day), -1)
+            argv = self._argv(self.keys.tag(day), chain, run, expect)
+            commands.append(("EVALSHA", self._sha, 1, self.keys.head(day), *argv))
+            self._sent_heads[(chain, day)] = run[-1].seq
+        days = {run[0].day for run in todo} - self._known_days
+        for day in sorted(days):
+            commands.append(("ZADD", self.keys.days, int(day), day))
+        try:
+            self._conn.send_packed_command(self._conn.pack_commands(commands), check_health=False)
+        except BaseException:
+            self.reset()
+            raise
+        self._known_days |= days
+        return Ticket(self, todo, len(days))
+
+    def release(self) -> None:
+        """Every ticket is settled: hand the connection back to the pool."""
+        if self._conn is not None:
+            self.client.connection_pool.release(self._conn)
+            self._conn = None
+        self._sent_heads.clear()
+
+    def reset(self) -> None:
+        """Forget the pipelining connection (its unread replies) and what was sent on it."""
+        if self._conn is not None:
+            self._conn.disconnect()
+            self.client.connection_pool.release(self._conn)
+            self._conn = None
+        self._sent_heads.clear()
+        self._known_days.clear()
 
     def write(self, records: Sequence[Sealed]) -> int:
         """Write all records; returns how many were new (not already there). Raises redis errors
@@ -95,7 +183,7 @@ class RedisSink:
         return len(rest)
 
     def _call(self, day: str, chain: str, run: list[Sealed]) -> tuple[bool, int]:
-        argv = self._argv(self.keys.tag(day), chain, run)
+        argv = self._argv(self.keys.tag(day), chain, run, -1)
         head_key = self.keys.head(day)
         pipe = self.client.pipeline(transaction=False)
         pipe.execute_command("EVALSHA", self._sha, 1, head_key, *argv)
@@ -111,8 +199,8 @@ class RedisSink:
         return bool(ok), int(head)
 
     @staticmethod
-    def _argv(tag: str, chain: str, run: list[Sealed]) -> list[Any]:
-        argv: list[Any] = [tag, chain, run[0].seq, len(run)]
+    def _argv(tag: str, chain: str, run: list[Sealed], expect: int) -> list[Any]:
+        argv: list[Any] = [tag, chain, run[0].seq, len(run), expect]
         groups: dict[str, list[int]] = defaultdict(list)
         counts: dict[str, int] = defaultdict(int)
         for pos, rec in enumerate(run, start=1):

@@ -15,7 +15,7 @@ import redis
 
 from steerguard.audit.build import RecordBuilder, RequestItem
 from steerguard.audit.chain import ChainHead
-from steerguard.audit.sink import RedisSink, Sealed
+from steerguard.audit.sink import RedisSink, Sealed, Ticket
 from steerguard.audit.spill import SpillFile, SpillFull
 
 log = logging.getLogger("steerguard.audit")
@@ -133,19 +133,21 @@ class Writer:
     def _cycle(self) -> None:
         self._busy = True
         try:
-            if not self.no_sink:  # with no sink, leave items queued so the bound applies
-                self._seal_queued()
             if time.monotonic() >= self._next_try:
                 self._deliver()
-            elif self.pending:
-                self._spill_pending()  # Redis is down: make new records durable now
+            else:  # Redis is down: make new records durable now
+                if not self.no_sink:  # with no sink, leave items queued so the bound applies
+                    self._seal_queued()
+                self._spill_pending()
         finally:
             self._busy = False
         if time.monotonic() >= self._next_checkpoint:
             self.write_checkpoint()
 
-    def _seal_queued(self) -> None:
-        while self.queue:
+    def _seal_queued(self, limit: int | None = None) -> None:
+        """Build and seal queued requests into `pending`: all, or until `limit` records."""
+        start = len(self.pending)
+        while self.queue and (limit is None or len(self.pending) - start < limit):
             item = self.queue.popleft()
             try:
                 bodies, masking_error = self.builder.build(item)
@@ -165,15 +167,46 @@ class Writer:
         try:
             if not self.spill.empty:
                 self._replay()
-            if self.pending:
+            if self.pending:  # sealed before (perhaps sent before a failure): one by one
                 self.counters.written += self.sink.write(self.pending)
                 self._note_heads(self.pending)
                 self.pending = []
+            if not self.no_sink:  # with no sink, leave items queued so the bound applies
+                self._stream_queued()
             self.redis_ok, self.no_sink, self.last_error = True, False, None
             self._delay, self._next_try = self.retry_initial_s, 0.0
         except Exception as exc:
             self._failed(exc)
             self._spill_pending()
+
+    def _stream_queued(self) -> None:
+        """Seal the queue a batch at a time; each batch is sent before the next is sealed and
+        its replies are read after, so Redis runs one batch while this thread seals the next.
+        Unconfirmed records stay in `pending` (in order) until their replies are read."""
+        if not self.sink.can_pipeline:
+            self._seal_queued()
+            self.counters.written += self.sink.write(self.pending)
+            self._note_heads(self.pending)
+            self.pending = []
+            return
+        ticket: Ticket | None = None
+        try:
+            while True:
+                start = len(self.pending)
+                self._seal_queued(limit=self.sink.batch_size)
+                fresh = self.pending[start:]
+                sent = self.sink.send(fresh) if fresh else None
+                if ticket is not None:
+                    self.counters.written += ticket.wait()
+                    self._note_heads(self.pending[: ticket.records])
+                    del self.pending[: ticket.records]
+                if sent is None:
+                    break
+                ticket = sent
+        except BaseException:
+            self.sink.reset()
+            raise
+        self.sink.release()
 
     def _replay(self) -> None:
         batch: list[Sealed] = []

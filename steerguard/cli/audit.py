@@ -1,4 +1,5 @@
-"""`steerguard audit ...`: tail, query, stats, verify, export, trim. Thin shell over AuditStore."""
+"""`steerguard audit ...`: tail, query, stats, verify, watch, export, trim. Thin shell over
+AuditStore."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import csv
 import functools
 import json
 import sys
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -19,6 +21,7 @@ from rich.table import Table
 from steerguard.audit import AuditConfig, AuditStore
 from steerguard.audit.errors import AuditError
 from steerguard.audit.records import DecisionRecord, InterventionRecord
+from steerguard.audit.watch import LogWatcher, WatchPass
 from steerguard.cli.common import err_console
 from steerguard.errors import SteerguardError
 
@@ -196,6 +199,41 @@ def verify(checkpoint: Annotated[Path | None, typer.Option(help="checkpoint file
     for p in report.problems[1:10]:
         console.print(f"  also {p.kind}: chain {p.chain} seq {p.seq}: {p.detail}")
     raise typer.Exit(1)
+
+
+def _pass_line(p: WatchPass) -> str:
+    when = datetime.fromtimestamp(p.at / 1000).strftime("%Y-%m-%d %H:%M:%S")
+    trimmed = f"; trimmed {', '.join(p.trimmed)}" if p.trimmed else ""
+    if p.ok:
+        return (f"{when} [green]ok[/green]: {p.new_records} new records verified, "
+                f"{p.chains} chains, checkpoint written{trimmed}")
+    first = p.problems[0]
+    return (f"{when} [red]{first.kind}[/red]: chain {first.chain} seq {first.seq} at "
+            f"{first.where}: {first.detail} ({len(p.problems)} problems; no checkpoint){trimmed}")
+
+
+@app.command()
+@_errors
+def watch(interval: Annotated[float, typer.Option(help="seconds between passes")] = 60.0,
+          once: Annotated[bool, typer.Option("--once", help="one pass, exit 1 on a problem")
+                          ] = False,
+          trim: Annotated[bool, typer.Option(
+              "--trim", help="apply retention first each pass (needs auditadmin)")] = False,
+          checkpoint: Annotated[Path | None, typer.Option(help="checkpoint file")] = None,
+          config: ConfigOpt = None) -> None:
+    """Verify records as they arrive and checkpoint heads and stream counters (the first
+    pass verifies everything). Run it apart from the writer, as `reader` or `auditadmin`."""
+    if interval <= 0:
+        raise typer.BadParameter(f"--interval must be > 0 seconds, not {interval}")
+    store = _store(config, read_only=not trim)
+    watcher = LogWatcher(store.client, store.keys,
+                         checkpoint or store.config.resolved_checkpoint_path)
+    while True:
+        result = watcher.step(store.trim if trim else None)
+        console.print(_pass_line(result), soft_wrap=True)
+        if once:
+            raise typer.Exit(0 if result.ok else 1)
+        time.sleep(interval)
 
 
 @app.command()

@@ -10,6 +10,7 @@ from steerguard.audit.config import DEFAULT_MASKS, AuditConfig
 from steerguard.audit.errors import AuditConfigError
 from steerguard.audit.masking import Masker
 from steerguard.audit.records import DecisionRecord, InterventionRecord, Outcome, parse_record
+from steerguard.policy.explain import explanation
 
 from . import factories as f
 
@@ -67,6 +68,20 @@ def test_user_is_a_keyed_hash_and_text_is_off_by_default() -> None:
     assert dec["content"]["prompt_text"] is None and len(dec["content"]["prompt_hmac"]) == 32
     raw = _builder(store_user_id=True).build(_item(d))[0][0]
     assert raw["user_ref"] == "alice" and raw["user_ref_kind"] == "raw"
+
+
+def test_without_store_text_evidence_does_not_quote_the_user() -> None:
+    d = f.decision(detail="/(\\d+) years old/ matched 'I am 12 years old'")
+    d = d.model_copy(update={"explanation": explanation(
+        d.bundle, d.matched, d.dropped, d.plan.interventions, [], False)})
+    assert "I am 12 years old" in d.explanation
+    dec = _builder().build(_item(d, f.result(d)))[0][0]
+    detail = dec["rules"][0]["evidence"][0]["detail"]
+    assert detail.startswith("/(\\d+) years old/ matched [text withheld, hmac ")
+    assert "12 years" not in str(dec)  # nor in the explanation
+    assert dec["rules"][0]["evidence"][0]["span"] == [0, len(d.matched[0].evidence[0].detail)]
+    kept = _builder(store_text=True).build(_item(d, f.result(d)))[0][0]
+    assert "I am 12 years old" in kept["rules"][0]["evidence"][0]["detail"]
 
 
 def test_text_when_configured_is_masked() -> None:

@@ -1,0 +1,44 @@
+"""The pipelined write path: a batch sent behind one that failed in flight is refused by the
+script, not written out of order, and both land in order once settled."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from steerguard.audit import AuditConfig, AuditLog, AuditStore
+from steerguard.audit.keys import KeySpace
+from steerguard.audit.lua import WRITE_BATCH
+from steerguard.audit.sink import RedisSink
+
+from . import factories as f
+from .conftest import OwnServer
+
+
+def test_a_batch_behind_a_failed_one_waits_for_it(own_server: OwnServer, tmp_path: Path) -> None:
+    cfg = AuditConfig(redis_url=own_server.url, key_prefix="sg", home=tmp_path,
+                      spill_fsync=False)
+    log = AuditLog(cfg, start=False)
+    ids: list[str] = []
+    for i in range(8):
+        d = f.decision(i)
+        ids.extend(log.record(d, f.result(d), user_id="u", session_id="s"))
+    writer = log._writer
+    writer._seal_queued()
+    first, second = writer.pending[:12], writer.pending[12:]
+    assert {r.day for r in writer.pending} == {first[0].day}  # one chain, one day
+
+    client = own_server.client()
+    sink = RedisSink(client, KeySpace("sg"), batch_size=512)
+    client.script_flush()  # this server is the test's own
+    a = sink.send(first)  # runs into NOSCRIPT
+    client.script_load(WRITE_BATCH)
+    b = sink.send(second)  # the script is back: without `expect` it would land first
+    assert a.wait() == len(first)  # redone the careful way
+    assert b.wait() == len(second)
+    sink.release()
+
+    writer.pending = []
+    store = AuditStore(client, cfg)
+    assert [r.record_id for r in store.iter_records()] == ids
+    assert store.verify().ok
+    log.close()
