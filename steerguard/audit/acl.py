@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import hashlib
 
-_CONNECT = ["+ping", "+hello", "+client|setinfo"]
+# A cluster client (cluster: true) reads the slot map (CLUSTER SLOTS) when it connects and
+# after a failover, and the command table (COMMAND) to find key positions; without them
+# redis-py cannot connect ("Cluster mode is not enabled on this node"). Both only describe
+# the server, and a single server answers CLUSTER SLOTS with an error.
+_CONNECT = ["+ping", "+hello", "+client|setinfo", "+cluster|slots", "+command"]
 
 
 def acl_rules(prefix: str = "sg") -> dict[str, list[str]]:

@@ -18,6 +18,7 @@ OverflowPolicy = Literal["buffer", "block", "refuse"]
 ENV_FIELDS = {
     "STEERGUARD_REDIS_URL": "redis_url",
     "STEERGUARD_REDIS_READER_URL": "reader_url",
+    "STEERGUARD_REDIS_CLUSTER": "cluster",
     "STEERGUARD_AUDIT_PREFIX": "key_prefix",
     "STEERGUARD_AUDIT_OVERFLOW": "overflow",
     "STEERGUARD_AUDIT_SPILL_PATH": "spill_path",
@@ -69,6 +70,11 @@ class AuditConfig(BaseModel):
         default=None,
         description="URL for queries and verify (e.g. as the ACL user `reader`) when the writer's "
         "credentials may not read; None = redis_url.",
+    )
+    cluster: bool = Field(
+        default=False,
+        description="redis_url (and reader_url) name a node of a Redis Cluster: connect with "
+        "RedisCluster. Needs redis_url; the embedded server is never a cluster.",
     )
     key_prefix: str = Field(default="sg", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     home: Path = Field(default_factory=default_home)

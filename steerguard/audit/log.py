@@ -14,12 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-import redis
-
 from steerguard.audit.build import RecordBuilder, RequestItem, planned
 from steerguard.audit.chain import ChainHead
 from steerguard.audit.config import AuditConfig
-from steerguard.audit.connection import connect
+from steerguard.audit.connection import Client, connect
 from steerguard.audit.embedded import EmbeddedServer
 from steerguard.audit.errors import AuditConfigError, AuditUnavailableError
 from steerguard.audit.keys import KeySpace
@@ -76,7 +74,7 @@ class AuditLog:
         self,
         config: AuditConfig | None = None,
         *,
-        client: redis.Redis | None = None,
+        client: Client | None = None,
         model: ModelFingerprint | None = None,
         masker: TextMasker | None = None,
         start: bool = True,

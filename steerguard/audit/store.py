@@ -10,12 +10,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import redis
 from pydantic import BaseModel, ConfigDict
 
 from steerguard.audit.build import RecordBuilder
 from steerguard.audit.config import AuditConfig
-from steerguard.audit.connection import connect
+from steerguard.audit.connection import Client, connect
 from steerguard.audit.embedded import EmbeddedServer
 from steerguard.audit.keys import INDEX_KINDS, KeySpace, day_of, day_start_ms, days_between
 from steerguard.audit.masking import Masker
@@ -75,7 +74,7 @@ def _decode_cursor(cursor: str) -> tuple[str, int | None, str]:
 
 
 class AuditStore:
-    def __init__(self, client: redis.Redis, config: AuditConfig | None = None) -> None:
+    def __init__(self, client: Client, config: AuditConfig | None = None) -> None:
         self.client = client
         self.config = config or AuditConfig.load()
         self.keys = KeySpace(self.config.key_prefix)

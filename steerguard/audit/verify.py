@@ -15,6 +15,7 @@ import redis
 from pydantic import BaseModel
 
 from steerguard.audit.chain import GENESIS, record_hash
+from steerguard.audit.connection import Client
 from steerguard.audit.keys import KeySpace
 
 ProblemKind = Literal["modified", "deleted", "inserted", "reordered", "truncated", "unreadable"]
@@ -53,7 +54,7 @@ class VerifyReport(BaseModel):
         return self.problems[0] if self.problems else None
 
 
-def read_day(client: redis.Redis, keys: KeySpace, day: str, chunk: int = 2000
+def read_day(client: Client, keys: KeySpace, day: str, chunk: int = 2000
              ) -> Iterator[Entry]:
     stream = keys.stream(day)
     start = "-"
@@ -91,7 +92,7 @@ def read_checkpoints(path: Path | None) -> tuple[dict[str, dict], dict[str, dict
     return chains, streams
 
 
-def verify(client: redis.Redis, keys: KeySpace, checkpoint_path: Path | None = None
+def verify(client: Client, keys: KeySpace, checkpoint_path: Path | None = None
            ) -> VerifyReport:
     anchors = {k.decode(): json.loads(v) for k, v in client.hgetall(keys.anchors).items()}
     trimmed_days = {d.decode() for d in client.smembers(keys.anchors + ":days")}
@@ -171,12 +172,12 @@ def _walk(chain: str, entries: list[Entry], anchor: dict | None) -> list[Problem
     return problems
 
 
-def stream_counters(client: redis.Redis, keys: KeySpace, day: str) -> dict[str, int]:
+def stream_counters(client: Client, keys: KeySpace, day: str) -> dict[str, int]:
     info = client.xinfo_stream(keys.stream(day))
     return {"entries_added": int(info["entries-added"]), "length": int(info["length"])}
 
 
-def _stream_check(client: redis.Redis, keys: KeySpace, day: str, ck: dict, pos: int
+def _stream_check(client: Client, keys: KeySpace, day: str, ck: dict, pos: int
                   ) -> list[Problem]:
     try:
         now = stream_counters(client, keys, day)
@@ -195,7 +196,7 @@ def _stream_check(client: redis.Redis, keys: KeySpace, day: str, ck: dict, pos: 
     return [Problem(kind="truncated", where=day, detail=detail, pos=pos)]
 
 
-def write_checkpoint(client: redis.Redis, keys: KeySpace, path: Path,
+def write_checkpoint(client: Client, keys: KeySpace, path: Path,
                      report: VerifyReport | None = None) -> dict:
     """Append the current heads and stream counters; take it only after a clean verify."""
     heads: dict[str, dict] = {}

@@ -15,6 +15,7 @@ from typing import Annotated, Literal, ParamSpec, TypeVar
 
 import redis
 import typer
+from redis.exceptions import RedisClusterException
 from rich.console import Console
 from rich.table import Table
 
@@ -32,7 +33,8 @@ R = TypeVar("R")
 
 def _errors(func: Callable[P, R]) -> Callable[P, R]:
     """One red line instead of a traceback: configuration mistakes, and Redis refusing or
-    unreachable (wrong URL, credentials, ACL)."""
+    unreachable (wrong URL, credentials, ACL). redis-py raises RedisClusterException, not a
+    RedisError, when no node of a cluster answers."""
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -40,7 +42,7 @@ def _errors(func: Callable[P, R]) -> Callable[P, R]:
             return func(*args, **kwargs)
         except SteerguardError as exc:
             err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
-        except redis.RedisError as exc:
+        except (redis.RedisError, RedisClusterException) as exc:
             err_console.print(f"[bold red]error:[/] Redis: {type(exc).__name__}: {exc}",
                               soft_wrap=True)
         raise typer.Exit(2)
