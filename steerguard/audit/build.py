@@ -3,7 +3,6 @@ the shape of records.py). Runs on the writer thread, never on the generation pat
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -55,7 +54,8 @@ class RecordBuilder:
         self._user_refs: dict[str, str] = {}
 
     def keyed_hash(self, domain: str, value: str) -> str:
-        return hmac.new(self._key, f"{domain}\0{value}".encode(), hashlib.sha256).hexdigest()[:32]
+        # hmac.digest: the one-shot C path, a third of hmac.new(...).hexdigest()'s cost
+        return hmac.digest(self._key, f"{domain}\0{value}".encode(), "sha256").hex()[:32]
 
     def user_ref(self, user_id: str) -> str:
         if self._store_user_id:
@@ -92,12 +92,13 @@ class RecordBuilder:
     def _decision(self, item: RequestItem, common: dict[str, Any],
                   interventions: list[dict[str, Any]]) -> dict[str, Any]:
         d = item.decision
+        details = {id(e): self._evidence_detail(e) for m in d.matched for e in m.evidence}
         explanation = d.explanation
         if not self._store_text:  # the explanation repeats each piece of evidence
             for m in d.matched:
                 for e in m.evidence:
                     if e.predicate in TEXT_PREDICATES:
-                        explanation = explanation.replace(e.detail, self._evidence_detail(e))
+                        explanation = explanation.replace(e.detail, details[id(e)])
         decision = dict(common)
         decision.update(
             kind="decision",
@@ -108,7 +109,7 @@ class RecordBuilder:
                     "priority": m.priority,
                     "evidence": [
                         {"predicate": e.predicate, "source": e.source,
-                         "detail": self._evidence_detail(e),
+                         "detail": details[id(e)],
                          "span": list(e.span) if e.span else None}
                         for e in m.evidence
                     ],

@@ -12,9 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import hiredis
 import redis
 
 from steerguard.audit.build import agg_fields, index_values
+from steerguard.audit.connection import Client
 from steerguard.audit.keys import KeySpace, day_of, index_suffix
 from steerguard.audit.lua import WRITE_BATCH
 
@@ -106,7 +108,7 @@ class Ticket:
 
 
 class RedisSink:
-    def __init__(self, client: redis.Redis, keys: KeySpace, batch_size: int) -> None:
+    def __init__(self, client: Client, keys: KeySpace, batch_size: int) -> None:
         self.client = client
         self.keys = keys
         self.batch_size = batch_size
@@ -126,8 +128,8 @@ class RedisSink:
         unconfirmed with write(), which is idempotent."""
         if self._conn is None:
             self._conn = self.client.connection_pool.get_connection()
-        commands: list[tuple[Any, ...]] = []
-        todo = runs(records, self.batch_size)
+        commands: list[tuple[Any, ...]] = []  # bytes, str and int only: hiredis packs them
+        todo = runs(records, max(len(records), 1))  # the caller sized the batch
         for run in todo:
             day, chain = run[0].day, run[0].chain
             expect = self._sent_heads.get((chain, day), -1)
@@ -138,7 +140,9 @@ class RedisSink:
         for day in sorted(days):
             commands.append(("ZADD", self.keys.days, int(day), day))
         try:
-            self._conn.send_packed_command(self._conn.pack_commands(commands), check_health=False)
+            # hiredis directly: redis-py's packer re-checks every argument in Python first
+            packed = [hiredis.pack_command(c) for c in commands]
+            self._conn.send_packed_command(packed, check_health=False)
         except BaseException:
             self.reset()
             raise
@@ -204,7 +208,9 @@ class RedisSink:
         groups: dict[str, list[int]] = defaultdict(list)
         counts: dict[str, int] = defaultdict(int)
         for pos, rec in enumerate(run, start=1):
-            argv += (rec.payload, rec.hash, rec.ts)
+            argv.append(rec.payload)
+            argv.append(rec.hash)
+            argv.append(rec.ts)
             for suffix in rec.indexes:
                 groups[suffix].append(pos)
             for agg in rec.aggs:

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import redis
+from redis.exceptions import RedisClusterException
 
 from steerguard.audit.build import RecordBuilder, RequestItem
 from steerguard.audit.chain import ChainHead
@@ -22,7 +23,7 @@ log = logging.getLogger("steerguard.audit")
 
 # Errors after which a retry can succeed; anything else from Redis (ACL, script) is also
 # retried with backoff, since dropping would lose records, but logged loudly.
-_TRANSIENT = (redis.ConnectionError, redis.TimeoutError, OSError)
+_TRANSIENT = (redis.ConnectionError, redis.TimeoutError, OSError, RedisClusterException)
 
 
 @dataclass
