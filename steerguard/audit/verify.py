@@ -54,10 +54,11 @@ class VerifyReport(BaseModel):
         return self.problems[0] if self.problems else None
 
 
-def read_day(client: Client, keys: KeySpace, day: str, chunk: int = 2000
-             ) -> Iterator[Entry]:
+def read_day(client: Client, keys: KeySpace, day: str, chunk: int = 2000,
+             after: str | None = None) -> Iterator[Entry]:
+    """The day's entries in stream order (those after stream id `after`, when given)."""
     stream = keys.stream(day)
-    start = "-"
+    start = f"({after}" if after else "-"
     pos = 0
     while True:
         batch = client.xrange(stream, start, "+", count=chunk)

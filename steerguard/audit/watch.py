@@ -18,16 +18,16 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
-import redis
 from pydantic import BaseModel
 
-from steerguard.audit.chain import record_hash
+from steerguard.audit.connection import Client
 from steerguard.audit.keys import KeySpace
 from steerguard.audit.verify import (
     Entry,
     Problem,
     _stream_check,
     _walk,
+    read_day,
     stream_counters,
     verify,
 )
@@ -49,7 +49,7 @@ class WatchPass(BaseModel):
 
 
 class LogWatcher:
-    def __init__(self, client: redis.Redis, keys: KeySpace, checkpoint_path: Path,
+    def __init__(self, client: Client, keys: KeySpace, checkpoint_path: Path,
                  chunk: int = 2000) -> None:
         self.client = client
         self.keys = keys
@@ -118,25 +118,7 @@ class LogWatcher:
 
     def _new_entries(self, day: str) -> list[Entry]:
         """Entries after this day's cursor."""
-        stream = self.keys.stream(day)
-        after = self.cursors.get(day)
-        start = f"({after}" if after else "-"
-        out: list[Entry] = []
-        while True:
-            batch = self.client.xrange(stream, start, "+", count=self.chunk)
-            for sid, fields in batch:
-                r, h = fields.get(b"r", b""), fields.get(b"h", b"").decode()
-                try:
-                    body = json.loads(r)
-                    chain, seq, prev = str(body["chain"]), int(body["seq"]), str(body["prev"])
-                except (ValueError, KeyError, TypeError):
-                    chain, seq, prev = "", -1, ""
-                out.append(Entry(0, day, sid.decode(), chain, seq, prev, h,
-                                 record_hash(r) == h))
-            if len(batch) < self.chunk:
-                break
-            start = "(" + batch[-1][0].decode()
-        return out
+        return list(read_day(self.client, self.keys, day, self.chunk, self.cursors.get(day)))
 
     def _checkpoint(self) -> bool:
         line = {"at": int(time.time() * 1000), "source": "watch", "chains": self.heads,
