@@ -2,14 +2,18 @@
 
     python benchmarks/bench_conditions.py [--repeats 30]
 
-For each prompt the shipped support bundle is run two ways, alternating inside every repeat:
-  with conditions  pipeline.plan + pipeline.generate: the engine reads both probes at layer 6
-                   mid-prefill, the policy decides from their scores and the plan is installed
-                   before layer 7 runs;
+For each prompt and user the shipped support bundle is run two ways, alternating inside every
+repeat:
+  with conditions  pipeline.plan + pipeline.generate: the engine reads the probes mid-prefill
+                   (distress at layer 6, harmful_request at layers 14-26), the policy decides
+                   from their scores and the plan is installed for the layers after;
   decided before   the same final plan, known up front, handed straight to the engine.
 Both generate one token, so the time is the prefill (and one token choice). The ratio is the
 median of per-repeat ratios. Prompts: a short chat turn and an agent turn with a tool-list
-system prompt (a few hundred tokens).
+system prompt (a few hundred tokens). Users: one no rule steers (the probes only read), and one
+who prefers formal language: `formal` steers all positions at layers 12-16, below the last
+probe layer, so the prompt runs a second time, steered (the price of reading layer 26). For
+that user the cost is also given as a share of a whole request answering 48 tokens.
 """
 
 from __future__ import annotations
@@ -48,9 +52,17 @@ def agent_prompt() -> list[dict[str, str]]:
     ]
 
 
+USERS = {
+    "no steering": UserProfile(user_id="bench", age_band="adult"),
+    "formal user": UserProfile(user_id="bench", age_band="adult",
+                               preferences={"register": "formal"}),
+}
+
+
 def measure(
     pipeline: SteeringPipeline,
     messages: list[dict[str, str]],
+    profile: UserProfile,
     params: GenerationParams,
     repeats: int,
 ) -> dict[str, object]:
@@ -58,7 +70,7 @@ def measure(
     request = Request(
         messages=tuple(ChatMessage(**m) for m in messages),
         prompt=messages,
-        profile=UserProfile(user_id="bench", age_band="adult"),
+        profile=profile,
         context=RequestContext(channel="chat"),
     )
     planned = pipeline.plan(request)
@@ -100,10 +112,14 @@ def main() -> None:
     pipeline = SteeringPipeline(engine, PolicyEngine(load_bundle(default_bundle_path())))
     params = GenerationParams(max_new_tokens=1)
     prompts = {**PROMPTS, "agent turn": agent_prompt()}
-    results = {
-        label: measure(pipeline, messages, params, args.repeats)
-        for label, messages in prompts.items()
-    }
+    results: dict[str, object] = {}
+    for label, messages in prompts.items():
+        for user, profile in USERS.items():
+            results[f"{label}, {user}"] = measure(pipeline, messages, profile, params,
+                                                  args.repeats)
+        whole = GenerationParams(max_new_tokens=48, stop=())
+        row = measure(pipeline, messages, USERS["formal user"], whole, max(3, args.repeats // 6))
+        results[f"{label}, formal user, whole request (48 tokens)"] = row
     payload = {
         "command": "python benchmarks/bench_conditions.py " + " ".join(sys.argv[1:]),
         "repeats": args.repeats,

@@ -177,7 +177,8 @@ class SteeringPipeline:
         if not probes:
             return Planned(self.decide(request, policy, call=call), call=call)
         planned = Planned(None, probes=[
-            Probe(name, p.layer, p.direction_tensor()) for name, p in probes.items()
+            Probe(name, part.layer, part.direction_tensor(), part.center, part.spread)
+            for name, p in probes.items() for part in p.parts
         ], call=call)
 
         def resolve(raw: Mapping[str, float]) -> SteeringPlan:
@@ -428,34 +429,35 @@ class SteeringPipeline:
             for name, spec in wanted.items():
                 if name not in known:
                     probe = self._given_probes.get(name) or self._calibrate(
-                        policy, name, spec.layer, spec.dataset
+                        policy, name, spec.read_layers, spec.dataset
                     )
-                    self._check_probe(policy, name, spec.layer, probe)
+                    self._check_probe(policy, name, spec.read_layers, probe)
                     known[name] = probe
             return {n: known[n] for n in wanted}
 
     def _check_probe(
-        self, policy: PolicyEngine, name: str, layer: int, probe: ActivationProbe
+        self, policy: PolicyEngine, name: str, layers: tuple[int, ...], probe: ActivationProbe
     ) -> None:
-        """A probe fit elsewhere (another layer, another model) would read the wrong state."""
+        """A probe fit elsewhere (other layers, another model) would read the wrong state."""
         fp = self.engine.fingerprint
         where = f"bundle {policy.ref.name}@{policy.ref.revision}, condition {name!r}"
-        if probe.layer != layer:
+        if sorted(probe.layers) != sorted(layers):
             raise PlanError(
-                f"{where}: the bundle reads layer {layer} but its probe was calibrated at layer "
-                f"{probe.layer}; recalibrate (steerguard eval --conditions)"
+                f"{where}: the bundle reads layers {list(layers)} but its probe was calibrated "
+                f"at layers {list(probe.layers)}; recalibrate (steerguard eval --conditions-only)"
             )
-        if len(probe.direction) != fp.hidden_size or (probe.model and probe.model != fp.model_id):
+        width = len(probe.parts[0].direction)
+        if width != fp.hidden_size or (probe.model and probe.model != fp.model_id):
             raise PlanError(
                 f"{where}: the probe was calibrated for model {probe.model!r} with hidden size "
-                f"{len(probe.direction)}, the engine runs {fp.model_id!r} with hidden size "
-                f"{fp.hidden_size}; recalibrate (steerguard eval --conditions)"
+                f"{width}, the engine runs {fp.model_id!r} with hidden size "
+                f"{fp.hidden_size}; recalibrate (steerguard eval --conditions-only)"
             )
 
     def _calibrate(
-        self, policy: PolicyEngine, name: str, layer: int, dataset: str | None
+        self, policy: PolicyEngine, name: str, layers: tuple[int, ...], dataset: str | None
     ) -> ActivationProbe:
-        from steerguard.policy.activation import fit_condition, load_condition_data
+        from steerguard.policy.activation import fit_condition_probe, load_condition_data
         from steerguard.runtime.loading import steerguard_home
 
         shipped = policy.bundle.root / "probes" / f"{name}.json"
@@ -464,14 +466,14 @@ class SteeringPipeline:
         fp = self.engine.fingerprint
         cache = (
             steerguard_home() / "probes" / f"{fp.model_id}-{policy.ref.content_hash[:12]}"
-            / f"{name}-L{layer}.json"
+            / f"{name}-L{'-'.join(map(str, layers))}.json"
         )
         if cache.is_file():
             return ActivationProbe.load(cache)
         folder = policy.bundle.root / (dataset or f"conditions/{name}")
         data = load_condition_data(folder)
 
-        probe = fit_condition(self.engine, name, data, [layer], model=fp.model_id)[layer].probe
+        probe = fit_condition_probe(self.engine, name, data, layers, model=fp.model_id)
         cache.parent.mkdir(parents=True, exist_ok=True)
         probe.save(cache)
         return probe

@@ -221,12 +221,14 @@ def test_a_probe_calibrated_for_another_layer_or_model_is_refused_clearly(
     from steerguard.errors import PlanError
 
     shipped = pipeline.activation_probes(pipeline.policy)["harmful_request"]
-    moved = shipped.model_copy(update={"layer": shipped.layer + 1})
+    first = shipped.parts[0]
+    moved = shipped.model_copy(update={"parts": (first.model_copy(update={"layer": 1}),)})
     other = SteeringPipeline(pipeline.engine, lambda: pipeline.policy,
                              probes={"harmful_request": moved})
-    with pytest.raises(PlanError, match="calibrated at layer 7"):
+    with pytest.raises(PlanError, match=r"calibrated at layers \[1\]"):
         other.activation_probes(other.policy)
-    small = shipped.model_copy(update={"direction": shipped.direction[:64], "model": "tiny"})
+    narrow = tuple(p.model_copy(update={"direction": p.direction[:64]}) for p in shipped.parts)
+    small = shipped.model_copy(update={"parts": narrow, "model": "tiny"})
     other = SteeringPipeline(pipeline.engine, lambda: pipeline.policy,
                              probes={"harmful_request": small})
     with pytest.raises(PlanError, match="hidden size 64"):

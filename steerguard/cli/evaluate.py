@@ -9,7 +9,14 @@ from typing import Annotated
 
 import typer
 
-from steerguard.cli.common import DEFAULT_CONCEPTS, console, err_console, load_engine, user_errors
+from steerguard.cli.common import (
+    DEFAULT_CONCEPTS,
+    console,
+    err_console,
+    load_engine,
+    load_quietly,
+    user_errors,
+)
 from steerguard.errors import PlanError
 from steerguard.runtime.loading import BUNDLED
 
@@ -49,6 +56,10 @@ def evaluate(
         Path | None, typer.Option(help="Policy bundle whose activation conditions to measure.")
     ] = DEFAULT_BUNDLE,
     conditions: Annotated[bool, typer.Option(help="Measure activation conditions.")] = True,
+    conditions_only: Annotated[
+        bool, typer.Option("--conditions-only", help="Only (re)calibrate the bundle's "
+                           "activation conditions; the concept results in docs/figures stay.")
+    ] = False,
     record: Annotated[
         bool, typer.Option(help="Write recommended strengths to concept.yaml and probes to "
                                 "the bundle.")
@@ -70,6 +81,9 @@ def evaluate(
     from steerguard.eval.sweep import SweepConfig
     from steerguard.vectors.datasets import load_concepts
 
+    if conditions_only:
+        _conditions_only(bundle, model, record, report, threads)
+        return
     chosen = [c for c in load_concepts(concepts) if not only or c.meta.name in only]
     if not chosen:
         raise PlanError(f"--only {only}: no such concepts under {concepts}")
@@ -93,6 +107,26 @@ def evaluate(
         from steerguard.eval.report import write_report
 
         console.print(f"wrote {write_report(out)}")
+
+
+def _conditions_only(bundle: Path | None, model: str, record: bool, report: bool,
+                     threads: int) -> None:
+    import torch
+
+    from steerguard.eval.conditions import evaluate_bundle
+    from steerguard.eval.report import REPO, update_conditions
+    from steerguard.eval.tables import conditions_table
+    from steerguard.runtime.engine import SteeringEngine
+
+    if bundle is None:
+        raise PlanError("--conditions-only needs --bundle")
+    torch.set_num_threads(threads)
+    engine = SteeringEngine(load_quietly(model))
+    with err_console.status("calibrating activation conditions"):
+        results = evaluate_bundle(engine, bundle, save=record)
+    console.print(conditions_table(results), markup=False, highlight=False)
+    if report:
+        console.print(f"wrote {update_conditions(results, REPO)}")
 
 
 def register(app: typer.Typer) -> None:

@@ -127,9 +127,10 @@ def _model_scores(
     probes = SteeringPipeline(engine, policy).activation_probes(policy)
     wanted = {n: probes[n] for n in names}
     states = engine.activations(
-        [[{"role": "user", "content": message}]], sorted({p.layer for p in wanted.values()})
+        [[{"role": "user", "content": message}]],
+        sorted({layer for p in wanted.values() for layer in p.layers}),
     )
-    return {n: float(p.score(states[p.layer][0])) for n, p in wanted.items()}
+    return {n: float(p.score(states)[0]) for n, p in wanted.items()}
 
 
 def _parse_scores(scores: list[str]) -> dict[str, float]:

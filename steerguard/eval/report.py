@@ -12,6 +12,7 @@ import platform
 import re
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -195,9 +196,10 @@ def eval_section(figures: Path) -> str:
         parts += [f"\n### {s.concept} — {s.judge_description}\n", concept_table(s)]
     parts += ["\n### Example answers\n", _examples(figures / ANSWERS_JSONL, summaries)]
     parts += ["## Activation conditions\n",
-              "Each shipped condition's probe (shrinkage-LDA direction with the shrinkage "
-              "chosen by 5-fold cross-validation, and the F1-optimal threshold, all fit on "
-              "`train.jsonl` only) measured on the held-out `eval.jsonl`, reading the last "
+              "Each shipped condition's probe, fit on `train.jsonl` only (per layer a "
+              "shrinkage-LDA direction, shrinkage chosen by 5-fold cross-validation; several "
+              "layers are read together by averaging their standardised projections; the "
+              "F1-optimal threshold), measured on the held-out `eval.jsonl`, reading the last "
               "prompt position exactly as the runtime does. Every text is rendered under each "
               "of the condition's calibration contexts (condition.yaml: none, a generic "
               "system prompt, a tool-using support agent's, a chat the text continues), so "
@@ -205,24 +207,28 @@ def eval_section(figures: Path) -> str:
               "`policies/support/probes/<name>.json`.\n",
               conditions_table(conditions) if conditions else "none measured\n",
               *[_missed(r) for r in conditions if not r.meets_target],
-              "\nHeld-out / training F1 per layer below the steering band:\n",
+              "\nHeld-out / cross-validated (training) F1 of single layers:\n",
               per_layer_table(conditions)]
     return "\n".join(parts)
 
 
 def _missed(r: ConditionResult) -> str:
-    verdict = (
-        f"keeps layer {r.layer}, which does no worse on held-out data"
-        if r.selected_heldout_f1 <= r.f1
-        else f"could move to layer {r.selected_layer}, still short of the target"
-    )
     return (
-        f"\n**{r.name} misses the F1 ≥ 0.9 target** at its declared layer {r.layer} "
-        f"(held-out F1 {r.f1:.2f}). Cross-validation on training data over layers ≤ 7 "
-        f"picks layer {r.selected_layer} (held-out F1 {r.selected_heldout_f1:.2f}), so "
-        f"the bundle {verdict}. No layer below the steering band separates this condition "
-        "that well with a linear probe on this model and dataset size (table below).\n"
+        f"\n**{r.name} misses the F1 ≥ 0.9 target** reading layers "
+        f"{', '.join(map(str, r.layers))} (held-out F1 {r.f1:.2f}, cross-validated "
+        f"{r.cv_f1:.2f}). The best single layer by cross-validation on training data is "
+        f"{r.selected_layer} (held-out F1 {r.selected_heldout_f1:.2f}).\n"
     )
+
+
+def update_conditions(conditions: Sequence[ConditionResult], root: Path = REPO) -> Path:
+    """Replace the conditions in docs/figures/eval.json (concept results stay), then write
+    docs/results.md."""
+    path = root / FIGURES / EVAL_JSON
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["conditions"] = [c.model_dump(mode="json") for c in conditions]
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    return write_report(None, root)
 
 
 def write_report(eval_dir: Path | None = None, root: Path = REPO) -> Path:

@@ -49,14 +49,20 @@ def concept_table(s: ConceptSummary) -> str:
     return head + "\n".join(rows) + "\n"
 
 
+def _span(layers: Sequence[int]) -> str:
+    return ", ".join(map(str, layers))
+
+
 def conditions_table(results: Sequence[ConditionResult]) -> str:
-    head = ("| condition | layer | precision | recall | F1 (held-out) | n pos + neg | train F1 "
-            "| target F1 ≥ 0.9 | best layer by CV (≤ 7, train only) |\n"
-            "|---|---|---|---|---|---|---|---|---|\n")
+    head = ("| condition | layers read | precision | recall | F1 (held-out) | n pos + neg "
+            "| train F1 | CV F1 (train) | target F1 ≥ 0.9 | best single layer by CV F1 |\n"
+            "|---|---|---|---|---|---|---|---|---|---|\n")
     rows = [
-        f"| {r.name} | {r.layer} | {r.precision:.2f} | {r.recall:.2f} | {r.f1:.2f} "
-        f"| {r.n_pos} + {r.n_neg} | {r.train_f1:.2f} | {'met' if r.meets_target else 'missed'} "
-        f"| layer {r.selected_layer}: held-out F1 {r.selected_heldout_f1:.2f} |"
+        f"| {r.name} | {_span(r.layers)} | {r.precision:.2f} | {r.recall:.2f} | {r.f1:.2f} "
+        f"| {r.n_pos} + {r.n_neg} | {r.train_f1:.2f} | {r.cv_f1:.2f} "
+        f"| {'met' if r.meets_target else 'missed'} "
+        f"| layer {r.selected_layer}: CV {r.selected_cv_f1:.2f}, "
+        f"held-out {r.selected_heldout_f1:.2f} |"
         for r in results
     ]
     return head + "\n".join(rows) + "\n"
@@ -69,8 +75,8 @@ def per_layer_table(results: Sequence[ConditionResult]) -> str:
     head = ("| condition | " + " | ".join(f"L{x}" for x in layers) + " |\n|---|"
             + "---|" * len(layers) + "\n")
     rows = [
-        f"| {r.name} (held-out / train) | "
-        + " | ".join(f"{p.heldout_f1:.2f} / {p.train_f1:.2f}" for p in r.per_layer) + " |"
+        f"| {r.name} (held-out / CV) | "
+        + " | ".join(f"{p.heldout_f1:.2f} / {p.cv_f1:.2f}" for p in r.per_layer) + " |"
         for r in results
     ]
     return head + "\n".join(rows) + "\n"

@@ -12,7 +12,10 @@ Why LDA: early-layer states carry large directions of variance (topic, length) t
 difference also picks up; whitening them out moved held-out F1 of the shipped harmful-request
 condition at layer 6 of SmolLM2-135M from about 0.6 to 0.8 (docs/policy.md has the table), at the
 same runtime cost (one dot product).
-The runtime scores a prompt with `probe.score(h) = sigmoid((h . direction - t) / s)`, a number
+A probe may read several layers: one such direction per layer, each projection standardised
+by its training projections, p = mean_l (h_l . d_l - c_l) / s_l. On SmolLM2-135M no single
+layer separates harmful requests with F1 0.9; layers 14-26 read together do (docs/policy.md).
+The runtime scores a prompt with `probe.score(h) = sigmoid((p - t) / s)`, a number
 in [0, 1] with the calibrated threshold at exactly 0.5; rules say `threshold: auto` (0.5) or a
 stricter/looser probability. Precision, recall and F1 on the held-out split are kept in the
 probe so `policy test` can report them.
@@ -21,14 +24,14 @@ probe so `policy test` can report them.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Criterion = Literal["f1", "youden"]
 
@@ -44,34 +47,77 @@ class ProbeMetrics(BaseModel):
     n_neg: int
 
 
-class ActivationProbe(BaseModel):
-    """A calibrated condition: read `layer`, project on `direction`, compare to `threshold`."""
+class ProbeLayer(BaseModel):
+    """One layer a probe reads: its projection, standardised by the training projections
+    (`center` between the class means, `spread` the pooled within-class deviation)."""
 
     model_config = ConfigDict(frozen=True)
 
-    name: str
     layer: int = Field(ge=0)
     direction: tuple[float, ...] = Field(description="Unit vector, length = hidden size.")
-    threshold: float = Field(description="Raw projection cut (score 0.5).")
-    scale: float = Field(gt=0, description="Projection spread; sets how fast score saturates.")
-    metrics: ProbeMetrics | None = Field(default=None, description="On held-out data.")
-    train_metrics: ProbeMetrics | None = None
-    criterion: Criterion = "f1"
+    center: float = 0.0
+    spread: float = Field(default=1.0, gt=0)
     shrinkage: float = Field(
         default=1.0, ge=0, le=1, description="LDA covariance shrinkage; 1 = mean difference."
     )
-    contexts: int = Field(default=1, ge=1, description="System prompts each text was fit under.")
-    model: str | None = Field(default=None, description="Model fingerprint or id it fits.")
 
     def direction_tensor(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         return torch.tensor(self.direction, dtype=dtype)
 
-    def project(self, hidden: torch.Tensor) -> torch.Tensor:
-        """h . direction for hidden states [..., hidden]."""
-        d = self.direction_tensor().to(device=hidden.device, dtype=torch.float32)
-        return hidden.float() @ d
 
-    def score(self, hidden: torch.Tensor) -> torch.Tensor:
+class ActivationProbe(BaseModel):
+    """A calibrated condition: read each part's layer, project on its direction, average the
+    standardised projections (one part: the raw projection), compare to `threshold`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    parts: tuple[ProbeLayer, ...] = Field(min_length=1)
+    threshold: float = Field(description="Cut on the combined projection (score 0.5).")
+    scale: float = Field(gt=0, description="Projection spread; sets how fast score saturates.")
+    metrics: ProbeMetrics | None = Field(default=None, description="On held-out data.")
+    train_metrics: ProbeMetrics | None = None
+    cv_f1: float | None = Field(default=None, description="Cross-validated on training data.")
+    criterion: Criterion = "f1"
+    contexts: int = Field(default=1, ge=1, description="System prompts each text was fit under.")
+    model: str | None = Field(default=None, description="Model fingerprint or id it fits.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _single_layer_form(cls, data: Any) -> Any:
+        # Probes saved before multi-layer probes: {layer, direction, shrinkage} at the top.
+        if isinstance(data, dict) and "parts" not in data and "layer" in data:
+            data = dict(data)
+            part = {k: data.pop(k) for k in ("layer", "direction", "shrinkage") if k in data}
+            data["parts"] = (part,)
+        return data
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        return tuple(p.layer for p in self.parts)
+
+    @property
+    def layer(self) -> int:
+        """The last layer read: where the score is known during a forward pass."""
+        return max(self.layers)
+
+    def direction_tensor(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The direction of a single-layer probe."""
+        if len(self.parts) != 1:
+            raise ValueError(f"probe {self.name!r} reads layers {self.layers}, not one")
+        return self.parts[0].direction_tensor(dtype)
+
+    def project(self, hidden: torch.Tensor | Mapping[int, torch.Tensor]) -> torch.Tensor:
+        """Combined projection of hidden states ({layer: [..., hidden]}, or one tensor for a
+        single-layer probe)."""
+        if isinstance(hidden, torch.Tensor):
+            hidden = {self.parts[0].layer: hidden} if len(self.parts) == 1 else {}
+        missing = [p.layer for p in self.parts if p.layer not in hidden]
+        if missing:
+            raise ValueError(f"probe {self.name!r} needs hidden states of layers {missing}")
+        return _project(self.parts, hidden)
+
+    def score(self, hidden: torch.Tensor | Mapping[int, torch.Tensor]) -> torch.Tensor:
         """Calibrated probability in [0, 1]; >= 0.5 exactly when the projection >= threshold."""
         return torch.sigmoid((self.project(hidden) - self.threshold) / self.scale)
 
@@ -215,6 +261,104 @@ def _pooled_std(pos: torch.Tensor, neg: torch.Tensor) -> float:
     return std if std > 1e-6 else 1.0
 
 
+Split = Mapping[int, torch.Tensor]  # layer -> [n, hidden] states
+
+
+def _project(parts: Sequence[ProbeLayer], hidden: Split) -> torch.Tensor:
+    total: torch.Tensor | None = None
+    for p in parts:
+        h = hidden[p.layer]
+        z = (h.float() @ p.direction_tensor().to(h.device) - p.center) / p.spread
+        total = z if total is None else total + z
+    assert total is not None
+    return total / len(parts)
+
+
+def _fit_parts(pos: Split, neg: Split, layers: Sequence[int], criterion: Criterion,
+               group: int, shrinkage: float | None) -> tuple[ProbeLayer, ...]:
+    """One LDA direction per layer (shrinkage by CV unless given). Several layers are put on
+    one scale (centred between the class means, divided by the pooled spread) so each counts
+    alike; a single layer keeps the raw projection."""
+    parts = []
+    for layer in layers:
+        s = shrinkage
+        if s is None:
+            s, _ = choose_shrinkage(pos[layer], neg[layer], criterion, group)
+        d = lda_direction(pos[layer], neg[layer], s)
+        center, spread = 0.0, 1.0
+        if len(layers) > 1:
+            a, b = pos[layer].float() @ d, neg[layer].float() @ d
+            center, spread = float((a.mean() + b.mean()) / 2), _pooled_std(a, b)
+        parts.append(ProbeLayer(layer=layer, direction=tuple(d.tolist()), center=center,
+                                spread=spread, shrinkage=s))
+    return tuple(parts)
+
+
+def cross_validated_f1_layers(
+    pos: Split, neg: Split, layers: Sequence[int], criterion: Criterion = "f1", group: int = 1
+) -> float:
+    """F1 pooled over CV_FOLDS held folds of a probe reading `layers`; every part (shrinkage
+    included) and the threshold are fit on the other folds."""
+    n_pos, n_neg = len(pos[layers[0]]), len(neg[layers[0]])
+    k = min(CV_FOLDS, n_pos // group, n_neg // group)
+    if k < 2:
+        return 0.0
+    tp = fp = fn = 0
+    for held_pos, held_neg in zip(_folds(n_pos, k, group), _folds(n_neg, k, group), strict=True):
+        keep_pos = torch.ones(n_pos, dtype=torch.bool)
+        keep_pos[held_pos] = False
+        keep_neg = torch.ones(n_neg, dtype=torch.bool)
+        keep_neg[held_neg] = False
+        fit_pos = {la: pos[la][keep_pos] for la in layers}
+        fit_neg = {la: neg[la][keep_neg] for la in layers}
+        parts = _fit_parts(fit_pos, fit_neg, layers, criterion, group, None)
+        cut = best_threshold(_project(parts, fit_pos), _project(parts, fit_neg), criterion)
+        hits = int((_project(parts, {la: pos[la][held_pos] for la in layers}) >= cut).sum())
+        tp += hits
+        fn += len(held_pos) - hits
+        fp += int((_project(parts, {la: neg[la][held_neg] for la in layers}) >= cut).sum())
+    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+
+
+def calibrate_layers(
+    name: str,
+    layers: Sequence[int],
+    train_pos: Split,
+    train_neg: Split,
+    eval_pos: Split | None = None,
+    eval_neg: Split | None = None,
+    criterion: Criterion = "f1",
+    model: str | None = None,
+    shrinkage: float | None = None,
+    group: int = 1,
+    cv: bool = False,
+) -> ActivationProbe:
+    """Fit a probe reading `layers` on the training split and measure it on the held-out
+    split. `shrinkage` None chooses it per layer by cross-validation on the training split,
+    whose rows come in groups of `group` renderings of one text; `cv` also records the
+    probe's own cross-validated F1."""
+    layers = sorted(set(layers))
+    parts = _fit_parts(train_pos, train_neg, layers, criterion, group, shrinkage)
+    tp, tn = _project(parts, train_pos), _project(parts, train_neg)
+    t = best_threshold(tp, tn, criterion)
+    held = None
+    if eval_pos is not None and eval_neg is not None:
+        held = metrics_at(_project(parts, eval_pos), _project(parts, eval_neg), t)
+    return ActivationProbe(
+        name=name,
+        parts=parts,
+        threshold=t,
+        scale=_pooled_std(tp, tn),
+        metrics=held,
+        train_metrics=metrics_at(tp, tn, t),
+        cv_f1=cross_validated_f1_layers(train_pos, train_neg, layers, criterion, group)
+        if cv else None,
+        criterion=criterion,
+        contexts=group,
+        model=model,
+    )
+
+
 def calibrate_probe(
     name: str,
     layer: int,
@@ -227,29 +371,13 @@ def calibrate_probe(
     shrinkage: float | None = None,
     group: int = 1,
 ) -> ActivationProbe:
-    """Fit shrinkage, direction and threshold on the training split; measure on the held-out
-    split. `shrinkage` None chooses it by cross-validation on the training split, whose rows
-    come in groups of `group` renderings of one text."""
-    if shrinkage is None:
-        shrinkage, _ = choose_shrinkage(train_pos, train_neg, criterion, group)
-    d = lda_direction(train_pos, train_neg, shrinkage)
-    tp, tn = train_pos.float() @ d, train_neg.float() @ d
-    t = best_threshold(tp, tn, criterion)
-    held = None
-    if eval_pos is not None and eval_neg is not None:
-        held = metrics_at(eval_pos.float() @ d, eval_neg.float() @ d, t)
-    return ActivationProbe(
-        name=name,
-        layer=layer,
-        direction=tuple(d.tolist()),
-        threshold=t,
-        scale=_pooled_std(tp, tn),
-        metrics=held,
-        train_metrics=metrics_at(tp, tn, t),
-        criterion=criterion,
-        shrinkage=shrinkage,
-        contexts=group,
-        model=model,
+    """A single-layer probe (calibrate_layers with one layer's [n, hidden] states)."""
+    held = (eval_pos, eval_neg)
+    return calibrate_layers(
+        name, [layer], {layer: train_pos}, {layer: train_neg},
+        {layer: held[0]} if held[0] is not None else None,
+        {layer: held[1]} if held[1] is not None else None,
+        criterion=criterion, model=model, shrinkage=shrinkage, group=group,
     )
 
 
@@ -414,3 +542,19 @@ def fit_condition(
         )
         fits[layer] = LayerFit(probe, cv_f1)
     return fits
+
+
+def fit_condition_probe(
+    engine: _HasActivations,
+    name: str,
+    data: ConditionData,
+    layers: Sequence[int],
+    model: str | None = None,
+) -> ActivationProbe:
+    """Calibrate `name` reading `layers` together (one layer or several), with its
+    cross-validated F1 on the training split and held-out metrics over all contexts."""
+    group = len(data.contexts)
+    layers = sorted(set(layers))
+    texts = (data.train_pos, data.train_neg, data.eval_pos, data.eval_neg)
+    tp, tn, ep, en = (engine.activations(data.prompts(t), layers, pooling="last") for t in texts)
+    return calibrate_layers(name, layers, tp, tn, ep, en, model=model, group=group, cv=True)

@@ -56,9 +56,9 @@ class Bundle:
         return self.path.parent
 
     @property
-    def activation_conditions(self) -> dict[str, int]:
-        """Declared activation conditions and the layer each probe reads."""
-        return {name: a.layer for name, a in self.spec.activations.items()}
+    def activation_conditions(self) -> dict[str, tuple[int, ...]]:
+        """Declared activation conditions and the layers each probe reads."""
+        return {name: a.read_layers for name, a in self.spec.activations.items()}
 
 
 def spec_hash(spec: BundleSpec) -> str:

@@ -130,7 +130,14 @@ class FieldSpec(_Spec):
 class ActivationSpec(_Spec):
     """A condition read from the model's own prompt activations (a calibrated probe)."""
 
-    layer: int = Field(ge=0, description="Decoder layer whose output the probe reads.")
+    layer: int | None = Field(
+        default=None, ge=0, description="Decoder layer whose output the probe reads."
+    )
+    layers: tuple[int, ...] | None = Field(
+        default=None,
+        description="Or several layers read together (a list or 'a-b'): the probe averages "
+        "their standardised projections; the decision waits for the last of them.",
+    )
     dataset: str | None = Field(
         default=None,
         description="Folder with train.jsonl / eval.jsonl ({text, label}), relative to the "
@@ -140,6 +147,23 @@ class ActivationSpec(_Spec):
         default="last", description="Which prompt position is scored: the last token."
     )
     description: str = ""
+
+    _layers = field_validator("layers", mode="before")(_parse_layers)
+
+    @model_validator(mode="after")
+    def _one_reading(self) -> ActivationSpec:
+        if (self.layer is None) == (self.layers is None):
+            raise ValueError("give exactly one of `layer` (one layer) or `layers` (several)")
+        if self.layers is not None:
+            if not self.layers:
+                raise ValueError("layers must name at least one layer")
+            _check_layers(self.layers)
+        return self
+
+    @property
+    def read_layers(self) -> tuple[int, ...]:
+        """The layers the probe reads, ascending."""
+        return (self.layer,) if self.layer is not None else tuple(sorted(self.layers or ()))
 
 
 class Limits(_Spec):

@@ -26,11 +26,14 @@ from steerguard.vectors.steering_vector import SteeringVector
 @dataclass(frozen=True)
 class Probe:
     """Reads the last prompt position at `layer` during prefill (or one `probe_offsets` tokens
-    earlier): score = h . direction."""
+    earlier): value = (h . direction - center) / spread. Probes sharing a name are one
+    condition read at several layers: its value is the mean of theirs."""
 
     name: str
     layer: int
     direction: torch.Tensor  # unit vector [hidden]
+    center: float = 0.0
+    spread: float = 1.0
 
 
 PlanResolver = Callable[[Mapping[str, float]], SteeringPlan]
@@ -246,13 +249,18 @@ class SteeringProgram:
                     rows = torch.arange(hidden.shape[0], device=hidden.device)
                     read = hidden[rows, hidden.shape[1] - 1 - self.probe_offsets]
                 direction = probe.direction.to(hidden.device, hidden.dtype)
-                self._probe_values[probe.name] = (read @ direction).float()
+                value = ((read @ direction).float() - probe.center) / probe.spread
+                done = self._probe_values.get(probe.name)
+                self._probe_values[probe.name] = value if done is None else done + value
         if layer == self.resolve_layer:
             self._resolve()
 
     def _resolve(self) -> None:
         """Turn probe scores into plans, mid-prefill; later layers are steered in this pass."""
-        values = {name: v.tolist() for name, v in self._probe_values.items()}
+        counts: dict[str, int] = {}
+        for probe in self.probes:
+            counts[probe.name] = counts.get(probe.name, 0) + 1
+        values = {name: (v / counts[name]).tolist() for name, v in self._probe_values.items()}
         self.scores = [{name: v[row] for name, v in values.items()} for row in range(self.batch)]
         if not any(self.resolvers):
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 from steerguard.policy.activation import (
     ActivationProbe,
     best_threshold,
+    calibrate_layers,
     calibrate_probe,
     choose_shrinkage,
     load_condition_data,
@@ -91,7 +93,7 @@ def test_cross_validated_lda_beats_mean_difference_under_a_nuisance_direction() 
     assert shrinkage < 1.0 and cv_f1 > 0.9
     lda = calibrate_probe("c", 3, train_pos, train_neg, eval_pos, eval_neg)
     plain = calibrate_probe("c", 3, train_pos, train_neg, eval_pos, eval_neg, shrinkage=1.0)
-    assert lda.shrinkage == shrinkage
+    assert lda.parts[0].shrinkage == shrinkage
     assert lda.metrics is not None and plain.metrics is not None
     assert lda.metrics.f1 > 0.9 > 0.75 > plain.metrics.f1
 
@@ -145,3 +147,39 @@ def test_cross_validation_keeps_renderings_of_one_text_in_one_fold() -> None:
 
     folds = _folds(12, 2, group=3)
     assert [f.tolist() for f in folds] == [[0, 1, 2, 6, 7, 8], [3, 4, 5, 9, 10, 11]]
+
+
+def test_a_probe_reading_several_layers_beats_each_alone() -> None:
+    """Two layers each carry the label weakly, with independent noise: averaging their
+    standardised projections separates better than either layer (what deep conditions do)."""
+
+    def layered(n: int, seed: int) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+        g = torch.Generator().manual_seed(seed)
+        pos = {la: torch.randn(n, 6, generator=g) + torch.tensor([0.9, 0, 0, 0, 0, 0])
+               for la in (2, 5)}
+        neg = {la: torch.randn(n, 6, generator=g) for la in (2, 5)}
+        return pos, neg
+
+    train_pos, train_neg = layered(300, seed=7)
+    eval_pos, eval_neg = layered(300, seed=8)
+    both = calibrate_layers("c", [5, 2], train_pos, train_neg, eval_pos, eval_neg, cv=True)
+    assert both.layers == (2, 5) and both.layer == 5 and both.cv_f1 is not None
+    for layer in (2, 5):
+        alone = calibrate_layers("c", [layer], train_pos, train_neg, eval_pos, eval_neg)
+        assert both.metrics is not None and alone.metrics is not None
+        assert both.metrics.f1 > alone.metrics.f1 + 0.03
+    at_cut = both.score(eval_pos)
+    assert at_cut.shape == (300,) and float(at_cut.mean()) > 0.6
+    with pytest.raises(ValueError, match="needs hidden states of layers"):
+        both.score(eval_pos[2])
+    with pytest.raises(ValueError, match="not one"):
+        both.direction_tensor()
+
+
+def test_single_layer_probes_saved_before_parts_still_load(tmp_path: Path) -> None:
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"name": "old", "layer": 6, "direction": [0.6, 0.8],
+                                "threshold": 0.1, "scale": 0.5, "shrinkage": 0.25}))
+    probe = ActivationProbe.load(path)
+    assert probe.layers == (6,) and probe.parts[0].shrinkage == 0.25
+    assert abs(float(probe.project(torch.tensor([1.0, 1.0]))) - 1.4) < 1e-6

@@ -250,3 +250,17 @@ def test_probe_offset_reads_the_conversation_end_before_an_appended_prefix(engin
     assert abs(last.probe_scores["p"] - alone.probe_scores["p"]) > 1e-4
     with pytest.raises(PlanError, match="probe offsets"):
         engine.generate(extended, None, short, probes=[probe], probe_offsets=[len(extended)])
+
+
+def test_probes_sharing_a_name_read_several_layers_and_average(engine) -> None:
+    from steerguard.runtime.program import Probe
+
+    hidden = engine.fingerprint.hidden_size
+    d1, d3 = (torch.nn.functional.normalize(torch.randn(hidden), dim=0) for _ in range(2))
+    parts = [Probe("p", 1, d1, center=0.5, spread=2.0), Probe("p", 3, d3, center=-1.0)]
+    seen: list[dict[str, float]] = []
+    engine.generate(PROMPT, lambda s: seen.append(dict(s)) or SteeringPlan(),
+                    GenerationParams(max_new_tokens=1), probes=parts)
+    states = engine.activations([PROMPT], [1, 3])
+    want = ((float(states[1][0] @ d1) - 0.5) / 2.0 + (float(states[3][0] @ d3) + 1.0)) / 2
+    assert len(seen) == 1 and abs(seen[0]["p"] - want) < 1e-3  # resolved once, after layer 3
