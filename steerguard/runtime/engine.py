@@ -23,7 +23,7 @@ from steerguard.runtime.calibration import layer_norms
 from steerguard.runtime.hooks import active_program, hooks_installed
 from steerguard.runtime.loading import LoadedModel
 from steerguard.runtime.plan import SteeringPlan
-from steerguard.runtime.program import PlanResolver, Probe, SteeringProgram
+from steerguard.runtime.program import PlanResolver, Probe, SecondPrefill, SteeringProgram
 from steerguard.runtime.result import FinishReason, GenerationResult
 from steerguard.vectors.steering_vector import SteeringVector
 
@@ -342,10 +342,12 @@ class SteeringEngine:
                     logits_to_keep=1,
                 )
 
-        out = forward()
-        if program is not None and program.needs_second_prefill():
+        try:
+            out = forward()
+        except SecondPrefill:
             # A plan chosen from probe scores steers prompt positions below the probe layer:
             # that part of this pass ran unsteered, so run the prompt again.
+            assert program is not None
             program.restart()
             out = forward()
         return out.logits[:, -1, :], out.cache  # type: ignore[attr-defined]

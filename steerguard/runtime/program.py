@@ -39,6 +39,11 @@ class Probe:
 PlanResolver = Callable[[Mapping[str, float]], SteeringPlan]
 
 
+class SecondPrefill(Exception):
+    """Raised mid-prefill when the resolved plan steers prompt positions below the probe
+    layer: the layers still to run in this pass would be thrown away, so stop now."""
+
+
 @dataclass
 class _Entry:
     """One intervention of one row at one layer."""
@@ -269,6 +274,8 @@ class SteeringProgram:
                 self.plans[row] = resolver(self.scores[row])
         self.resolvers = [None] * self.batch
         self._compile()
+        if self.needs_second_prefill():
+            raise SecondPrefill
         self._set_masks_for_new_scopes()
 
     def _set_masks_for_new_scopes(self) -> None:

@@ -197,11 +197,22 @@ def test_resolver_reads_probe_and_steers_in_same_prefill(engine, monkeypatch) ->
     assert len(seen) == 1 and resolved.probe_scores == {"p": seen[0]}
     assert resolved.token_ids == fixed.token_ids and passes == fixed_passes  # one prefill
     torch.testing.assert_close(resolved.logits, fixed.logits)
-    # A plan steering prompt positions below the probe layer forces an exact second prefill.
+    # A plan steering prompt positions below the probe layer forces an exact second prefill;
+    # the first pass stops at the probe layer (its later layers would be thrown away).
+    from steerguard.runtime.layers import decoder_layers
+
+    ran: list[int] = []
+    for index, layer in enumerate(decoder_layers(engine.model)):
+        def traced(*args, _original=layer.forward, _index=index, **kwargs):
+            ran.append(_index)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(layer, "forward", traced)
     early, early_passes = run(lambda s: plan("a", 1.0, layers=(0, 1)), probes=[probe])
+    first_pass = ran[: ran.index(0, 1)]  # up to the second pass's layer 0
     fixed_early, fixed_early_passes = run(plan("a", 1.0, layers=(0, 1)))
     torch.testing.assert_close(early.logits, fixed_early.logits)
-    assert early_passes == fixed_early_passes + 1
+    assert early_passes == fixed_early_passes + 1 and first_pass == [0, 1]
 
 
 def test_activations_keep_order_stop_early_and_match_single_runs(engine, monkeypatch) -> None:
