@@ -513,37 +513,6 @@ class _HasActivations(Protocol):
     ) -> dict[int, torch.Tensor]: ...
 
 
-@dataclass(frozen=True)
-class LayerFit:
-    probe: ActivationProbe
-    cv_f1: float  # cross-validated on the training split
-
-
-def fit_condition(
-    engine: _HasActivations,
-    name: str,
-    data: ConditionData,
-    layers: Sequence[int],
-    model: str | None = None,
-) -> dict[int, LayerFit]:
-    """Calibrate `name` at each layer from the model's last-prompt-position states, every text
-    rendered under every context; held-out metrics pool all contexts."""
-    group = len(data.contexts)
-    texts = (data.train_pos, data.train_neg, data.eval_pos, data.eval_neg)
-    tp, tn, ep, en = (
-        engine.activations(data.prompts(t), list(layers), pooling="last") for t in texts
-    )
-    fits = {}
-    for layer in layers:
-        shrinkage, cv_f1 = choose_shrinkage(tp[layer], tn[layer], group=group)
-        probe = calibrate_probe(
-            name, layer, tp[layer], tn[layer], ep[layer], en[layer],
-            model=model, shrinkage=shrinkage, group=group,
-        )
-        fits[layer] = LayerFit(probe, cv_f1)
-    return fits
-
-
 def fit_condition_probe(
     engine: _HasActivations,
     name: str,
