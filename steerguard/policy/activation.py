@@ -496,11 +496,12 @@ def probe_metrics_summary(probes: Sequence[ActivationProbe]) -> list[str]:
     lines = []
     for p in probes:
         m = p.metrics
+        where = f"layer{'s' if len(p.layers) > 1 else ''} {', '.join(map(str, p.layers))}"
         if m is None:
-            lines.append(f"{p.name} (layer {p.layer}): no held-out metrics")
+            lines.append(f"{p.name} ({where}): no held-out metrics")
         else:
             lines.append(
-                f"{p.name} (layer {p.layer}): precision {m.precision:.2f} recall {m.recall:.2f} "
+                f"{p.name} ({where}): precision {m.precision:.2f} recall {m.recall:.2f} "
                 f"F1 {m.f1:.2f} on {m.n_pos}+{m.n_neg} held-out prompt renderings "
                 f"({p.contexts} contexts each)"
             )
