@@ -118,7 +118,7 @@ def main() -> None:
             results[f"{label}, {user}"] = measure(pipeline, messages, profile, params,
                                                   args.repeats)
         whole = GenerationParams(max_new_tokens=48, stop=())
-        row = measure(pipeline, messages, USERS["formal user"], whole, max(3, args.repeats // 6))
+        row = measure(pipeline, messages, USERS["formal user"], whole, max(3, args.repeats // 3))
         results[f"{label}, formal user, whole request (48 tokens)"] = row
     payload = {
         "command": "python benchmarks/bench_conditions.py " + " ".join(sys.argv[1:]),
