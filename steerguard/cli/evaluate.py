@@ -45,7 +45,9 @@ def evaluate(
         str | None, typer.Option(help="Steer these layers, e.g. '8-12' (default: each vector's "
                                       "recommended layers).")
     ] = None,
-    prompts: Annotated[int, typer.Option(help="Held-out prompts per concept.")] = 8,
+    prompts: Annotated[
+        int | None, typer.Option(help="Held-out prompts per concept (default: all of them).")
+    ] = None,
     tokens: Annotated[int, typer.Option(help="New tokens per answer.")] = 32,
     batch: Annotated[int, typer.Option(help="Rows per generation batch.")] = 16,
     ppl_bound: Annotated[float, typer.Option(help="Max perplexity / unsteered.")] = 1.5,

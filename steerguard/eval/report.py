@@ -165,7 +165,8 @@ def eval_section(figures: Path) -> str:
         "## Steering efficacy\n",
         f"Command: `{meta['command']}` ({meta['seconds']} s of generation and judging"
         f"{_load(meta)}). "
-        f"Model `{meta['model']}`; {cfg['prompts_per_concept']} held-out prompts per concept "
+        f"Model `{meta['model']}`; {cfg['prompts_per_concept'] or 'all'} held-out prompts per "
+        "concept "
         "(`policies/concepts/<name>/eval.jsonl`, never used to build vectors); greedy decoding, "
         f"{cfg['max_new_tokens']} new tokens; per-layer strengths {cfg['strengths']} "
         "(relative to each layer's typical hidden-state norm) at each vector's layers.\n",

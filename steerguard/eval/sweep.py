@@ -48,7 +48,7 @@ class Answer(BaseModel):
 @dataclass(frozen=True)
 class SweepConfig:
     strengths: tuple[float, ...] = DEFAULT_STRENGTHS
-    prompts_per_concept: int = 8
+    prompts_per_concept: int | None = None  # None: every held-out prompt
     max_new_tokens: int = 32
     batch_size: int = 16
     baselines: bool = True

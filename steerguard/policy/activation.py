@@ -181,24 +181,7 @@ def cross_validated_f1(
 ) -> float:
     """F1 pooled over CV_FOLDS held folds; direction and threshold fit on the other folds.
     Rows come in groups of `group` consecutive renderings of one text."""
-    k = min(CV_FOLDS, len(pos) // group, len(neg) // group)
-    if k < 2:
-        return 0.0
-    tp = fp = fn = 0
-    folds = zip(_folds(len(pos), k, group), _folds(len(neg), k, group), strict=True)
-    for held_pos, held_neg in folds:
-        keep_pos = torch.ones(len(pos), dtype=torch.bool)
-        keep_pos[held_pos] = False
-        keep_neg = torch.ones(len(neg), dtype=torch.bool)
-        keep_neg[held_neg] = False
-        fit_pos, fit_neg = pos[keep_pos].float(), neg[keep_neg].float()
-        d = lda_direction(fit_pos, fit_neg, shrinkage)
-        cut = best_threshold(fit_pos @ d, fit_neg @ d, criterion)
-        hits = int((pos[held_pos].float() @ d >= cut).sum())
-        tp += hits
-        fn += len(held_pos) - hits
-        fp += int((neg[held_neg].float() @ d >= cut).sum())
-    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+    return cross_validated_f1_layers({0: pos}, {0: neg}, [0], criterion, group, shrinkage)
 
 
 def choose_shrinkage(
@@ -295,10 +278,15 @@ def _fit_parts(pos: Split, neg: Split, layers: Sequence[int], criterion: Criteri
 
 
 def cross_validated_f1_layers(
-    pos: Split, neg: Split, layers: Sequence[int], criterion: Criterion = "f1", group: int = 1
+    pos: Split,
+    neg: Split,
+    layers: Sequence[int],
+    criterion: Criterion = "f1",
+    group: int = 1,
+    shrinkage: float | None = None,
 ) -> float:
     """F1 pooled over CV_FOLDS held folds of a probe reading `layers`; every part (shrinkage
-    included) and the threshold are fit on the other folds."""
+    too, unless given) and the threshold are fit on the other folds."""
     n_pos, n_neg = len(pos[layers[0]]), len(neg[layers[0]])
     k = min(CV_FOLDS, n_pos // group, n_neg // group)
     if k < 2:
@@ -311,7 +299,7 @@ def cross_validated_f1_layers(
         keep_neg[held_neg] = False
         fit_pos = {la: pos[la][keep_pos] for la in layers}
         fit_neg = {la: neg[la][keep_neg] for la in layers}
-        parts = _fit_parts(fit_pos, fit_neg, layers, criterion, group, None)
+        parts = _fit_parts(fit_pos, fit_neg, layers, criterion, group, shrinkage)
         cut = best_threshold(_project(parts, fit_pos), _project(parts, fit_neg), criterion)
         hits = int((_project(parts, {la: pos[la][held_pos] for la in layers}) >= cut).sum())
         tp += hits
