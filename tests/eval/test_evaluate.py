@@ -85,3 +85,26 @@ def test_report_collects_eval_and_benchmarks(tiny_engine, concepts_dir, tmp_path
     assert "torch" in text and "cores" in text
     # Regenerating without a new evaluation reads the copy in docs/figures.
     assert "### Summary" in write_report(None, root=root).read_text()
+
+
+def test_conditions_only_recalibrates_and_keeps_the_concept_results(
+    tiny_engine, concepts_dir, bundle_dir, tmp_path: Path
+):
+    from steerguard.eval.conditions import evaluate_bundle
+    from steerguard.eval.report import update_conditions, write_report
+
+    root = tmp_path / "repo"
+    evaluate(tiny_engine, load_concepts(concepts_dir), tmp_path / "out", CONFIG,
+             bundle_dir=bundle_dir)
+    write_report(tmp_path / "out", root=root)
+    before = json.loads((root / "docs" / "figures" / "eval.json").read_text())
+    spec = (bundle_dir / "bundle.yaml").read_text().replace("{layer: 1,", "{layers: 1-2,")
+    (bundle_dir / "bundle.yaml").write_text(spec)
+    (result,) = evaluate_bundle(tiny_engine, bundle_dir, save=True)
+    assert result.layers == (1, 2) and 0.0 <= result.cv_f1 <= 1.0
+    assert ActivationProbe.load(bundle_dir / "probes" / "upset.json").layers == (1, 2)
+    text = update_conditions([result], root=root).read_text()
+    after = json.loads((root / "docs" / "figures" / "eval.json").read_text())
+    assert after["concepts"] == before["concepts"]
+    assert after["conditions"][0]["layers"] == [1, 2]
+    assert "| upset | 1, 2 |" in text
