@@ -37,6 +37,7 @@ class WatchPass(BaseModel):
     """What one pass saw and did."""
 
     at: int  # ms
+    full: bool  # the first pass: everything verified, against the checkpoint file
     new_records: int
     chains: int
     problems: list[Problem]
@@ -68,7 +69,8 @@ class LogWatcher:
             self.cursors.pop(day, None)
             self.streams.pop(day, None)
         problems: list[Problem] = []
-        if self._first:  # everything once, against the checkpoints already on file
+        first = self._first
+        if first:  # everything once, against the checkpoints already on file
             problems.extend(verify(self.client, self.keys, self.checkpoint_path).problems)
         anchors = {k.decode(): json.loads(v)
                    for k, v in self.client.hgetall(self.keys.anchors).items()}
@@ -113,7 +115,8 @@ class LogWatcher:
             written = self._checkpoint()
             self._first = False
         problems.sort(key=lambda p: p.pos)
-        return WatchPass(at=int(time.time() * 1000), new_records=n, chains=len(self.heads),
+        return WatchPass(at=int(time.time() * 1000), full=first, new_records=n,
+                         chains=len(self.heads),
                          problems=problems, checkpoint_written=written, trimmed=trimmed)
 
     def _new_entries(self, day: str) -> list[Entry]:

@@ -207,7 +207,8 @@ def _pass_line(p: WatchPass) -> str:
     when = datetime.fromtimestamp(p.at / 1000).strftime("%Y-%m-%d %H:%M:%S")
     trimmed = f"; trimmed {', '.join(p.trimmed)}" if p.trimmed else ""
     if p.ok:
-        return (f"{when} [green]ok[/green]: {p.new_records} new records verified, "
+        what = "records verified (first pass: all of them)" if p.full else "new records verified"
+        return (f"{when} [green]ok[/green]: {p.new_records} {what}, "
                 f"{p.chains} chains, checkpoint written{trimmed}")
     first = p.problems[0]
     return (f"{when} [red]{first.kind}[/red]: chain {first.chain} seq {first.seq} at "
