@@ -39,10 +39,10 @@ def test_passes_walk_only_new_records_and_checkpoint(config: AuditConfig,
     _write(config, 0, 4)
     store, watcher, path = _watcher(config, tmp_path)
     first = watcher.step()
-    assert first.ok and first.new_records == 12 and first.checkpoint_written
+    assert first.ok and first.full and first.new_records == 12 and first.checkpoint_written
     _write(config, 4, 2)  # a second writer process: a second chain
     second = watcher.step()
-    assert second.ok and second.new_records == 6 and second.chains == 2
+    assert second.ok and not second.full and second.new_records == 6 and second.chains == 2
     assert watcher.step().new_records == 0
     lines = [json.loads(x) for x in path.read_text().splitlines()]
     day = store.days()[0]
