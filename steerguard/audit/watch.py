@@ -107,12 +107,12 @@ class LogWatcher:
             problems.append(Problem(kind="truncated", where=day, pos=n,
                                     detail=f"the stream of {day} is gone, not by retention"))
 
-        written = False
-        if not problems:  # a failed pass moves nothing: it is walked again next time
+        written = not problems
+        if written:  # a failed pass moves nothing: it is walked again next time
             self.heads.update(new_heads)
             self.cursors.update(last_ids)
             self.streams = streams
-            written = self._checkpoint()
+            self._checkpoint()
             self._first = False
         problems.sort(key=lambda p: p.pos)
         return WatchPass(at=int(time.time() * 1000), full=first, new_records=n,
@@ -123,10 +123,9 @@ class LogWatcher:
         """Entries after this day's cursor."""
         return list(read_day(self.client, self.keys, day, self.chunk, self.cursors.get(day)))
 
-    def _checkpoint(self) -> bool:
+    def _checkpoint(self) -> None:
         line = {"at": int(time.time() * 1000), "source": "watch", "chains": self.heads,
                 "streams": self.streams, "verified": True}
         self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.checkpoint_path, "a") as f:
             f.write(json.dumps(line, sort_keys=True) + "\n")
-        return True

@@ -169,9 +169,7 @@ class Writer:
             if not self.spill.empty:
                 self._replay()
             if self.pending:  # sealed before (perhaps sent before a failure): one by one
-                self.counters.written += self.sink.write(self.pending)
-                self._note_heads(self.pending)
-                self.pending = []
+                self._write_pending()
             if not self.no_sink:  # with no sink, leave items queued so the bound applies
                 self._stream_queued()
             self.redis_ok, self.no_sink, self.last_error = True, False, None
@@ -186,9 +184,7 @@ class Writer:
         Unconfirmed records stay in `pending` (in order) until their replies are read."""
         if not self.sink.can_pipeline:
             self._seal_queued()
-            self.counters.written += self.sink.write(self.pending)
-            self._note_heads(self.pending)
-            self.pending = []
+            self._write_pending()
             return
         ticket: Ticket | None = None
         try:
@@ -208,6 +204,12 @@ class Writer:
             self.sink.reset()
             raise
         self.sink.release()
+
+    def _write_pending(self) -> None:
+        """Write `pending` call by call, each reply awaited (idempotent by sequence)."""
+        self.counters.written += self.sink.write(self.pending)
+        self._note_heads(self.pending)
+        self.pending = []
 
     def _replay(self) -> None:
         batch: list[Sealed] = []

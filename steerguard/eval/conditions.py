@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 
 from steerguard.policy.activation import (
     ActivationProbe,
+    best_layer,
     calibrate_layers,
     choose_shrinkage,
     load_condition_data,
@@ -88,8 +89,8 @@ def evaluate_condition(
         shrinkage, cv_f1 = choose_shrinkage(tp[layer], tn[layer], group=group)
         singles[layer] = (calibrate_layers(name, [layer], tp, tn, ep, en, model=model,
                                            shrinkage=shrinkage, group=group), cv_f1)
-    # The single layer select_layer would pick: best cross-validated F1 on training data only.
-    chosen = max(scanned, key=lambda lay: (singles[lay][1], -lay))
+    # The best single layer by cross-validated F1 on training data only.
+    chosen = best_layer({lay: cv for lay, (_, cv) in singles.items()})
     held, train = probe.metrics, probe.train_metrics
     assert held is not None and train is not None and probe.cv_f1 is not None
     per_layer = tuple(

@@ -360,11 +360,10 @@ def calibrate_probe(
     group: int = 1,
 ) -> ActivationProbe:
     """A single-layer probe (calibrate_layers with one layer's [n, hidden] states)."""
-    held = (eval_pos, eval_neg)
     return calibrate_layers(
         name, [layer], {layer: train_pos}, {layer: train_neg},
-        {layer: held[0]} if held[0] is not None else None,
-        {layer: held[1]} if held[1] is not None else None,
+        None if eval_pos is None else {layer: eval_pos},
+        None if eval_neg is None else {layer: eval_neg},
         criterion=criterion, model=model, shrinkage=shrinkage, group=group,
     )
 
@@ -466,18 +465,19 @@ def load_condition_data(folder: str | Path) -> ConditionData:
     return ConditionData(*split["train"], *split["eval"], contexts=_contexts(folder))
 
 
+def best_layer(cv_f1: Mapping[int, float]) -> int:
+    """The layer with the best cross-validated F1; ties go to the earlier layer (cheaper, and
+    read before more of the steering)."""
+    return max(cv_f1, key=lambda layer: (cv_f1[layer], -layer))
+
+
 def select_layer(
     per_layer: dict[int, tuple[torch.Tensor, torch.Tensor]], criterion: Criterion = "f1"
 ) -> int:
     """The layer whose training activations separate best under cross-validation (held-out
     data stays untouched)."""
-
-    def quality(layer: int) -> tuple[float, int]:
-        pos, neg = per_layer[layer]
-        _, f1 = choose_shrinkage(pos, neg, criterion)
-        return (f1, -layer)  # ties go to the earlier layer: cheaper and before steering
-
-    return max(per_layer, key=quality)
+    return best_layer({layer: choose_shrinkage(pos, neg, criterion)[1]
+                       for layer, (pos, neg) in per_layer.items()})
 
 
 def probe_metrics_summary(probes: Sequence[ActivationProbe]) -> list[str]:
