@@ -19,9 +19,10 @@ def acl_rules(prefix: str = "sg") -> dict[str, list[str]]:
         "writer": [
             "resetkeys", "resetchannels", "-@all", *_CONNECT,
             "+evalsha", "+script|load",  # the batch script, and loading it after a restart
-            "+xadd", "+zadd", "+hincrby", "+hget", "+hset",  # what the script calls
+            "+xadd", "+zadd", "+hincrby", "+hget", "+hset", "+hsetnx", "+hexists",  # the script
             f"%W~{prefix}:*",  # write-only on everything of the log: streams, indexes, days
-            f"~{prefix}:*:head", f"~{prefix}:*:agg:*",  # HGET head / HINCRBY also read
+            # the script reads the head and a decision's ids (HGET); HINCRBY also reads
+            f"~{prefix}:*:head", f"~{prefix}:*:dec", f"~{prefix}:*:agg:*",
         ],
         "reader": ["resetkeys", "resetchannels", "-@all", *_CONNECT, "+@read",
                    f"%R~{prefix}:*"],

@@ -1,23 +1,30 @@
-"""Turn one request (Decision + what the runtime reports) into record bodies (plain dicts in
-the shape of records.py). Runs on the writer thread, never on the generation path."""
+"""Turn one request (Decision + what the runtime reports) into record drafts: plain dict bodies
+in the shape of records.py, with the index keys and aggregate counters each goes under. Runs
+on the writer thread, never on the generation path. What a request's records share (user,
+session, outcome, hour) is worked out once per request, not once per record."""
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from steerguard.audit.errors import MaskingError
+from steerguard.audit.keyed import KeyedHash
+from steerguard.audit.keys import index_suffix
 from steerguard.audit.masking import Masker
 from steerguard.audit.records import SCHEMA_VERSION, Outcome
 from steerguard.policy.decision import Decision, Evidence
+from steerguard.runtime.plan import Intervention
 from steerguard.runtime.report import InterventionReport, LayerMeasurement
 from steerguard.runtime.result import GenerationResult
 from steerguard.vectors.fingerprint import ModelFingerprint
 
 # Predicates whose evidence quotes conversation text (steerguard/policy/conditions.py).
 TEXT_PREDICATES = frozenset({"keywords", "regex"})
+# Nearly every record has this outcome: an index of it would list the whole stream, so it is
+# not indexed and a query for it reads the stream (see store.py).
+UNINDEXED_OUTCOME = "completed"
 
 
 @dataclass(slots=True)
@@ -41,21 +48,31 @@ class RequestItem:
     latency_s: float | None
 
 
+@dataclass(slots=True)
+class Draft:
+    """A record body before the chain seals it, with what it is indexed and counted under."""
+
+    body: dict[str, Any]
+    indexes: tuple[str, ...]  # index key suffixes (keys.index_suffix)
+    aggs: tuple[str, ...]  # "agg:HH\0field": aggregate hash suffix and field
+
+
 class RecordBuilder:
     def __init__(
         self, key: bytes, masker: Masker, *, store_user_id: bool, store_text: bool
     ) -> None:
-        self._key = key
+        self._hmac = KeyedHash(key)
         self._mask = masker
         self._store_user_id = store_user_id
         self._store_text = store_text
         self._model_cache: dict[int, dict[str, Any]] = {}
         self._plan_hashes: dict[int, tuple[Any, str]] = {}
+        self._static_fields: dict[
+            int, tuple[Intervention, dict[str, Any], tuple[str, ...]]] = {}
         self._user_refs: dict[str, str] = {}
 
     def keyed_hash(self, domain: str, value: str) -> str:
-        # hmac.digest: the one-shot C path, a third of hmac.new(...).hexdigest()'s cost
-        return hmac.digest(self._key, f"{domain}\0{value}".encode(), "sha256").hex()[:32]
+        return self._hmac.hex(f"{domain}\0{value}".encode())[:32]
 
     def user_ref(self, user_id: str) -> str:
         if self._store_user_id:
@@ -67,18 +84,25 @@ class RecordBuilder:
             ref = self._user_refs[user_id] = self.keyed_hash("user", user_id)
         return ref
 
-    def build(self, item: RequestItem) -> tuple[list[dict[str, Any]], MaskingError | None]:
-        """Record bodies (the decision first, then one per intervention) and a masking error.
+    def build(self, item: RequestItem) -> tuple[list[Draft], MaskingError | None]:
+        """Drafts (the decision first, then one per intervention) and a masking error.
 
         Only the decision record carries text (content, evidence), so a masking failure drops
         it alone; intervention records still say what was done to the model."""
         common = self._common(item)
-        interventions = self._interventions(item, common)
+        status = item.outcome.status
+        shared = request_indexes(common["user_ref"], item.session_id, status)
+        hour = hour_prefix(item.ts)
+        drafts = [Draft(body, shared + own, (hour + "n:intervention", hour + "v:" + vector))
+                  for body, own, vector in self._interventions(item, common)]
         try:
-            decision = self._decision(item, common, interventions)
+            decision = self._decision(item, common, drafts)
         except MaskingError as exc:
-            return interventions, exc
-        return [decision, *interventions], None
+            return drafts, exc
+        rules = [r["rule_id"] for r in decision["rules"]]
+        drafts.insert(0, Draft(decision, shared + own_indexes(rules, None),
+                               agg_fields("decision", status, rules, None, hour)))
+        return drafts, None
 
     def _evidence_detail(self, e: Evidence) -> str:
         """Keyword and regex evidence quotes the user's text: stored (masked) only with
@@ -90,7 +114,7 @@ class RecordBuilder:
         return (head + sep if sep else "") + f"[text withheld, hmac {tag}]"
 
     def _decision(self, item: RequestItem, common: dict[str, Any],
-                  interventions: list[dict[str, Any]]) -> dict[str, Any]:
+                  interventions: list[Draft]) -> dict[str, Any]:
         d = item.decision
         details = {id(e): self._evidence_detail(e) for m in d.matched for e in m.evidence}
         explanation = d.explanation
@@ -122,7 +146,7 @@ class RecordBuilder:
                 for x in d.dropped
             ],
             plan_hash=self._plan_hash(d),
-            intervention_ids=[i["record_id"] for i in interventions],
+            intervention_ids=[i.body["record_id"] for i in interventions],
             explanation=self._mask(explanation),
             failed_closed=d.failed_closed,
             policy_error=d.error,
@@ -190,37 +214,48 @@ class RecordBuilder:
             content["answer_text"] = self._mask(answer) if answer else None
         return content
 
-    def _interventions(self, item: RequestItem, common: dict[str, Any]) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
+    def _interventions(self, item: RequestItem, common: dict[str, Any]
+                       ) -> list[tuple[dict[str, Any], tuple[str, ...], str]]:
+        """(body, own index keys, vector) per intervention: measured, or else as planned."""
+        out = []
         if item.reports:
             for n, rep in enumerate(item.reports):
-                iv = rep.intervention
-                body = self._intervention_body(common, item.ids[n + 1], rep.index, iv)
-                body.update(
-                    vector_hash=rep.vector_hash,
-                    coefficients={str(k): v for k, v in rep.coefficients.items()},
-                    measured=True,
-                    measurements=[_measurement(m) for m in rep.layers],
-                    positions_affected=rep.positions_affected,
-                    mean_delta_norm=rep.mean_delta_norm,
-                )
-                out.append(body)
+                fields, own = self._static(rep.intervention)
+                affected, weighted, measurements = 0, 0.0, []
+                for m in rep.layers:
+                    affected += m.positions_affected
+                    weighted += m.delta_norm * m.positions_affected
+                    measurements.append(_measurement(m))
+                body = {**common, **fields, "record_id": item.ids[n + 1], "index": rep.index,
+                        "vector_hash": rep.vector_hash,
+                        "coefficients": {str(k): v for k, v in rep.coefficients.items()},
+                        "measured": True, "measurements": measurements,
+                        "positions_affected": affected,  # = InterventionReport's properties
+                        "mean_delta_norm": weighted / affected if affected else 0.0}
+                out.append((body, own, fields["vector"]))
             return out
         for n, iv in enumerate(planned(item.decision)):
-            body = self._intervention_body(common, item.ids[n + 1], n, iv)
-            body.update(vector_hash=iv.vector_hash, coefficients={}, measured=False,
-                        measurements=[], positions_affected=0, mean_delta_norm=0.0)
-            out.append(body)
+            fields, own = self._static(iv)
+            body = {**common, **fields, "record_id": item.ids[n + 1], "index": n,
+                    "vector_hash": iv.vector_hash, "coefficients": {}, "measured": False,
+                    "measurements": [], "positions_affected": 0, "mean_delta_norm": 0.0}
+            out.append((body, own, fields["vector"]))
         return out
 
-    @staticmethod
-    def _intervention_body(common: dict[str, Any], record_id: str, index: int, iv: Any
-                           ) -> dict[str, Any]:
-        body = dict(common)
-        body.update(kind="intervention", record_id=record_id, index=index, vector=iv.vector,
-                    layers=list(iv.layers), strength=iv.strength, op=iv.op.value,
-                    positions=str(iv.positions), rule_id=iv.source)
-        return body
+    def _static(self, iv: Intervention) -> tuple[dict[str, Any], tuple[str, ...]]:
+        """An intervention's own fields and index keys; plans repeat across requests, so the
+        last few are kept."""
+        hit = self._static_fields.get(id(iv))
+        if hit is not None and hit[0] is iv:
+            return hit[1], hit[2]
+        if len(self._static_fields) > 4096:
+            self._static_fields.clear()
+        fields = {"kind": "intervention", "vector": iv.vector, "layers": list(iv.layers),
+                  "strength": iv.strength, "op": iv.op.value, "positions": str(iv.positions),
+                  "rule_id": iv.source}
+        own = own_indexes((iv.source,), iv.vector)
+        self._static_fields[id(iv)] = (iv, fields, own)
+        return fields, own
 
 
 def _measurement(m: LayerMeasurement) -> dict[str, Any]:
@@ -235,29 +270,51 @@ def planned(decision: Decision) -> list[Any]:
     return [i for i in decision.plan.interventions if not i.is_noop]
 
 
-def index_values(body: dict[str, Any]) -> list[tuple[str, str]]:
-    """(kind, value) pairs a record is indexed under."""
-    out: list[tuple[str, str]] = [("decision", body["decision_id"]),
-                                  ("outcome", body["outcome"]["status"])]
-    if body.get("user_ref"):
-        out.append(("user", body["user_ref"]))
-    if body.get("session_id"):
-        out.append(("session", body["session_id"]))
-    if body["kind"] == "decision":
-        rules = {r["rule_id"] for r in body["rules"]}
-        vectors = set()
-    else:
-        rules = {body["rule_id"]} if body.get("rule_id") else set()
-        vectors = {body["vector"]}
-    out.extend(("rule", r) for r in sorted(rules))
-    out.extend(("vector", v) for v in sorted(vectors))
-    return out
+def hour_prefix(ts: int) -> str:
+    """Suffix of the aggregate hash of `ts`'s UTC hour, with the field separator."""
+    return f"agg:{(ts // 3_600_000) % 24:02d}\0"
 
 
-def agg_fields(body: dict[str, Any]) -> list[str]:
-    """Aggregate counters a record adds one to, in its hour bucket."""
+def request_indexes(user_ref: str | None, session_id: str | None, status: str
+                    ) -> tuple[str, ...]:
+    """Index keys every record of a request goes under (its decision is looked up in the
+    day's decision hash instead: see lua.py)."""
+    out: list[str] = []
+    if user_ref:
+        out.append(index_suffix("user", user_ref))
+    if session_id:
+        out.append(index_suffix("session", session_id))
+    if status != UNINDEXED_OUTCOME:
+        out.append(index_suffix("outcome", status))
+    return tuple(out)
+
+
+def own_indexes(rules: Iterable[str | None], vector: str | None) -> tuple[str, ...]:
+    """Index keys of one record's own rules and vector."""
+    out = [index_suffix("rule", r) for r in sorted({r for r in rules if r})]
+    if vector:
+        out.append(index_suffix("vector", vector))
+    return tuple(out)
+
+
+def agg_fields(kind: str, status: str, rules: Sequence[str], vector: str | None, hour: str
+               ) -> tuple[str, ...]:
+    """Aggregate counters a record adds one to, in its hour's hash."""
+    if kind == "decision":
+        return (hour + "n:decision", hour + "o:" + status, *(hour + "r:" + r for r in rules))
+    return (hour + "n:intervention", hour + "v:" + str(vector))
+
+
+def draft_of(body: dict[str, Any]) -> Draft:
+    """The draft of a stored body: the same rules as build(), for records read back from
+    the spill file."""
+    status = body["outcome"]["status"]
+    hour = hour_prefix(body["ts"])
+    shared = request_indexes(body.get("user_ref"), body.get("session_id"), status)
     if body["kind"] == "decision":
-        fields = ["n:decision", "o:" + body["outcome"]["status"]]
-        fields.extend("r:" + r["rule_id"] for r in body["rules"])
-        return fields
-    return ["n:intervention", "v:" + body["vector"]]
+        rules = [r["rule_id"] for r in body["rules"]]
+        return Draft(body, shared + own_indexes(rules, None),
+                     agg_fields("decision", status, rules, None, hour))
+    vector = body["vector"]
+    return Draft(body, shared + own_indexes((body.get("rule_id"),), vector),
+                 agg_fields("intervention", status, (), vector, hour))

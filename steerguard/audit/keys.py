@@ -10,9 +10,9 @@ from datetime import UTC, date, datetime, timedelta
 
 _SAFE = re.compile(r"^[A-Za-z0-9._@/+=-]{1,80}$")
 
-# Index kinds: one letter each in the key, the field name in query().
-INDEX_KINDS = {"user": "u", "session": "s", "decision": "d", "rule": "r", "vector": "v",
-               "outcome": "o"}
+# Sorted-set index kinds: one letter each in the key, the field name in query(). Decisions
+# are not among them: one hash per day maps each decision to its records' stream ids.
+INDEX_KINDS = {"user": "u", "session": "s", "rule": "r", "vector": "v", "outcome": "o"}
 
 
 def safe_value(value: str) -> str:
@@ -21,6 +21,8 @@ def safe_value(value: str) -> str:
         return value
     return "h." + hashlib.sha256(value.encode()).hexdigest()[:32]
 
+
+DECISIONS = "dec"  # suffix of the day's decision hash: decision id -> its records' ids
 
 _SUFFIXES: dict[tuple[str, str], str] = {}
 
@@ -68,6 +70,9 @@ class KeySpace:
 
     def index(self, day: str, kind: str, value: str) -> str:
         return self.tag(day) + index_suffix(kind, value)
+
+    def decisions(self, day: str) -> str:
+        return self.tag(day) + DECISIONS
 
     def agg(self, day: str, hour: int) -> str:
         return self.tag(day) + f"agg:{hour:02d}"

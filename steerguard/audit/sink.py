@@ -15,9 +15,9 @@ from typing import Any
 import hiredis
 import redis
 
-from steerguard.audit.build import agg_fields, index_values
+from steerguard.audit.build import Draft, draft_of
 from steerguard.audit.connection import Client
-from steerguard.audit.keys import KeySpace, day_of, index_suffix
+from steerguard.audit.keys import KeySpace, day_of
 from steerguard.audit.lua import WRITE_BATCH
 
 try:
@@ -40,23 +40,21 @@ class Sealed:
     seq: int
     ts: int
     day: str
-    indexes: list[str]
-    aggs: list[str]  # "agg:HH\0field"
+    decision: str
+    indexes: tuple[str, ...]
+    aggs: tuple[str, ...]  # "agg:HH\0field"
 
     @classmethod
-    def from_body(cls, body: dict[str, Any], payload: bytes, digest: str) -> Sealed:
+    def of(cls, draft: Draft, payload: bytes, digest: str, day: str | None = None) -> Sealed:
+        """`draft` once sealed (its body carries chain and seq); `day` when known."""
+        body = draft.body
         ts = body["ts"]
-        hour = f"agg:{(ts // 3_600_000) % 24:02d}"
-        return cls(
-            payload=payload, hash=digest, chain=body["chain"], seq=body["seq"], ts=ts,
-            day=day_of(ts),
-            indexes=[index_suffix(k, v) for k, v in index_values(body)],
-            aggs=[f"{hour}\0{f}" for f in agg_fields(body)],
-        )
+        return cls(payload, digest, body["chain"], body["seq"], ts, day or day_of(ts),
+                   body["decision_id"], draft.indexes, draft.aggs)
 
     @classmethod
     def from_spill(cls, digest: str, payload: bytes) -> Sealed:
-        return cls.from_body(_loads(payload), payload, digest)
+        return cls.of(draft_of(_loads(payload)), payload, digest)
 
 
 def runs(records: Sequence[Sealed], limit: int) -> list[list[Sealed]]:
@@ -133,7 +131,7 @@ class RedisSink:
         for run in todo:
             day, chain = run[0].day, run[0].chain
             expect = self._sent_heads.get((chain, day), -1)
-            argv = self._argv(self.keys.tag(day), chain, run, expect)
+            argv = self._argv(self.keys.tag(day), chain, run, expect, probe=False)
             commands.append(("EVALSHA", self._sha, 1, self.keys.head(day), *argv))
             self._sent_heads[(chain, day)] = run[-1].seq
         days = {run[0].day for run in todo} - self._known_days
@@ -142,7 +140,7 @@ class RedisSink:
         try:
             # hiredis directly: redis-py's packer re-checks every argument in Python first
             packed = [hiredis.pack_command(c) for c in commands]
-            self._conn.send_packed_command(packed, check_health=False)
+            self._conn.send_packed_command([b"".join(packed)], check_health=False)
         except BaseException:
             self.reset()
             raise
@@ -187,7 +185,7 @@ class RedisSink:
         return len(rest)
 
     def _call(self, day: str, chain: str, run: list[Sealed]) -> tuple[bool, int]:
-        argv = self._argv(self.keys.tag(day), chain, run, -1)
+        argv = self._argv(self.keys.tag(day), chain, run, -1, probe=not self.can_pipeline)
         head_key = self.keys.head(day)
         pipe = self.client.pipeline(transaction=False)
         pipe.execute_command("EVALSHA", self._sha, 1, head_key, *argv)
@@ -203,21 +201,25 @@ class RedisSink:
         return bool(ok), int(head)
 
     @staticmethod
-    def _argv(tag: str, chain: str, run: list[Sealed], expect: int) -> list[Any]:
-        argv: list[Any] = [tag, chain, run[0].seq, len(run), expect]
-        groups: dict[str, list[int]] = defaultdict(list)
+    def _argv(tag: str, chain: str, run: list[Sealed], expect: int, *, probe: bool
+              ) -> list[Any]:
+        argv: list[Any] = [tag, chain, run[0].seq, len(run), expect, int(probe)]
+        groups: dict[str, list[int]] = defaultdict(list)  # name -> position, length, ...
+        decisions: dict[str, list[int]] = defaultdict(list)
         counts: dict[str, int] = defaultdict(int)
         for pos, rec in enumerate(run, start=1):
-            argv.append(rec.payload)
-            argv.append(rec.hash)
-            argv.append(rec.ts)
-            for suffix in rec.indexes:
-                groups[suffix].append(pos)
+            argv += (rec.payload, rec.hash, rec.ts)
+            for spans in (*(groups[s] for s in rec.indexes), decisions[rec.decision]):
+                if spans and spans[-2] + spans[-1] == pos:  # extends the span before it
+                    spans[-1] += 1
+                else:
+                    spans += (pos, 1)
             for agg in rec.aggs:
                 counts[agg] += 1
-        argv.append(len(groups))
-        for suffix, positions in groups.items():
-            argv += (suffix, len(positions), *positions)
+        for section in (groups, decisions):
+            argv.append(len(section))
+            for name, spans in section.items():
+                argv += (name, len(spans) // 2, *spans)
         argv.append(len(counts))
         for agg, n in counts.items():
             hash_suffix, _, field = agg.partition("\0")
@@ -226,8 +228,3 @@ class RedisSink:
 
     def prepare(self) -> None:
         self.client.script_load(WRITE_BATCH)
-
-
-def body_of(payload: bytes) -> dict[str, Any]:
-    return _loads(payload)
-

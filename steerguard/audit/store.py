@@ -14,7 +14,7 @@ import hiredis
 import redis
 from pydantic import BaseModel, ConfigDict
 
-from steerguard.audit.build import RecordBuilder
+from steerguard.audit.build import UNINDEXED_OUTCOME, RecordBuilder
 from steerguard.audit.config import AuditConfig
 from steerguard.audit.connection import Client, connect
 from steerguard.audit.embedded import EmbeddedServer
@@ -26,6 +26,7 @@ from steerguard.audit.verify import VerifyReport, read_day, verify, write_checkp
 Record = DecisionRecord | InterventionRecord
 TimeLike = datetime | int | float | None
 # The most selective index drives a query; other filters are checked on the records.
+# A decision drives through the day's decision hash, the others through sorted sets.
 _DRIVE_ORDER = ("decision", "session", "user", "rule", "vector", "outcome")
 _SKEW_MS = 60_000  # stream ids are write times; a record's ts is earlier by at most its lag
 
@@ -62,17 +63,30 @@ class Stats(BaseModel):
     total: Bucket
 
 
-def _encode_cursor(day: str, score: int | None, member: str) -> str:
-    raw = json.dumps([day, score, member]).encode()
+# Where a page stopped: an index entry (score, member) and the offset of the last record
+# returned within its span; resuming yields what comes after it.
+Mark = tuple[int, str, int]
+_WHOLE = 1 << 30  # an offset past the end of any span: the whole span is done
+
+
+def _encode_cursor(day: str, mark: Mark) -> str:
+    raw = json.dumps([day, *mark]).encode()
     return base64.urlsafe_b64encode(raw).decode()
 
 
-def _decode_cursor(cursor: str) -> tuple[str, int | None, str]:
+def _decode_cursor(cursor: str) -> tuple[str, Mark]:
     try:
-        day, score, member = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return str(day), score, str(member)
+        day, score, member, k = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return str(day), (int(score), str(member), int(k))
     except (ValueError, TypeError) as exc:
         raise ValueError(f"cursor {cursor!r} is not one this store issued") from exc
+
+
+def _span(member: str) -> tuple[str, int]:
+    """An index member ("<ms>-<padded seq>:<length>") as a stream id and a record count."""
+    first, _, length = member.partition(":")
+    ms, _, seq = first.partition("-")
+    return f"{ms}-{int(seq)}", int(length or 1)
 
 
 class AuditStore:
@@ -144,30 +158,31 @@ class AuditStore:
         lo = to_ms(since, day_start_ms(days[0]) if days else now)
         hi = to_ms(until, now + 86_400_000)
         wanted = [d for d in days_between(lo, hi) if d in set(days)]
-        start_day, start_score, start_member = (
-            _decode_cursor(cursor) if cursor else (None, None, ""))
+        start_day, start = _decode_cursor(cursor) if cursor else (None, None)
         if start_day is not None:
             wanted = [d for d in wanted if d >= start_day]
 
         out: list[Record] = []
-        drive = next((k for k in _DRIVE_ORDER if k in filters), None)
+        drive = next((k for k in _DRIVE_ORDER if k in filters
+                      and not (k == "outcome" and filters[k] == UNINDEXED_OUTCOME)), None)
         for day in wanted:
-            first = day == start_day
+            mark = start if day == start_day else None
             if drive is None:
-                source = self._scan_stream(day, lo, start_member if first else None)
+                source = self._scan_stream(day, lo, mark)
+            elif drive == "decision":
+                source = self._scan_decision(day, filters["decision"], mark)
             else:
                 key = self.keys.index(day, drive, filters[drive])
                 # Fetch about a page at a time: a fixed 200 fetched and parsed twice the
                 # records a 100-record page needs (half the query's time).
-                source = self._scan_index(key, day, lo, hi, start_score if first else None,
-                                          start_member if first else "",
+                source = self._scan_index(key, day, lo, hi, mark,
                                           chunk=min(max(limit - len(out), 1), 500))
-            for score, member, rec in source:
+            for here, rec in source:
                 if not (lo <= rec.ts <= hi) or not _matches(rec, filters, kind):
                     continue
                 out.append(rec)
                 if len(out) == limit:
-                    return Page(records=out, cursor=_encode_cursor(day, score, member))
+                    return Page(records=out, cursor=_encode_cursor(day, here))
         return Page(records=out, cursor=None)
 
     def iter_records(self, **filters: Any) -> Iterator[Record]:
@@ -179,77 +194,103 @@ class AuditStore:
                 return
             cursor = page.cursor
 
-    def _fetch(self, day: str, ids: list[str]) -> list[Record | None]:
-        stream = self.keys.stream(day)
-        sids = []
-        for i in ids:
-            ms, _, seq = i.partition("-")
-            sids.append(f"{ms}-{int(seq)}")  # index members pad the sequence part
-        if isinstance(self.client, redis.Redis):
-            payloads = self._xrange_raw(stream, sids)
-        else:  # a cluster client routes the pipeline itself
-            pipe = self.client.pipeline(transaction=False)
-            for sid in sids:
-                pipe.xrange(stream, sid, sid, count=1)
-            payloads = [e[0][1][b"r"] if e else None for e in pipe.execute()]
-        return [parse_record(p) if p is not None else None for p in payloads]
+    def _scan_decision(self, day: str, decision: str, mark: Mark | None
+                       ) -> Iterator[tuple[Mark, Record]]:
+        """A decision's records (a handful) from the day's decision hash, in write order."""
+        raw = self.client.hget(self.keys.decisions(day), decision)
+        score = mark[0] if mark else 0  # a decision's records share one timestamp
+        spans = [(score, m, -1) for m in raw.decode().split()] if raw else []
+        yield from self._spans(day, _after(spans, mark))
 
-    def _xrange_raw(self, stream: str, sids: list[str]) -> list[bytes | None]:
-        """One XRANGE per id, packed by hiredis and read raw: redis-py's pipeline spends
-        more per command on packing and reply callbacks than Redis spends answering."""
-        pool = self.client.connection_pool
-        conn = pool.get_connection()
-        try:
-            conn.send_packed_command(
-                [hiredis.pack_command(("XRANGE", stream, sid, sid, "COUNT", 1)) for sid in sids]
-            )
-            replies = [conn.read_response() for _ in sids]
-        except BaseException:
-            conn.disconnect()
-            raise
-        finally:
-            pool.release(conn)
-        out: list[bytes | None] = []
-        for entries in replies:
-            fields = entries[0][1] if entries else None
-            out.append(dict(zip(fields[::2], fields[1::2], strict=True))[b"r"] if fields else None)
-        return out
-
-    def _scan_index(self, key: str, day: str, lo: int, hi: int, score: int | None,
-                    member: str, chunk: int = 200) -> Iterator[tuple[int, str, Record]]:
-        cur_score, cur_member = (score, member) if score is not None else (lo, "")
-        skip = score is not None
+    def _scan_index(self, key: str, day: str, lo: int, hi: int, mark: Mark | None,
+                    chunk: int = 200) -> Iterator[tuple[Mark, Record]]:
+        """Index entries with scores in [lo, hi] (or after `mark`), their records in order."""
+        at = mark or (lo, "", -1)
         num = chunk
         while True:
-            raw = self.client.zrangebyscore(key, cur_score, hi, start=0, num=num,
-                                            withscores=True)
-            # resume after (score, member): equal scores are ordered by member in Redis
-            rows = [(m.decode(), int(s)) for m, s in raw]
-            if skip:
-                rows = [(m, s) for m, s in rows if not (s == cur_score and m <= cur_member)]
+            raw = self._zrange(key, at[0], hi, num)
+            rows = _after([(sc, m.decode(), -1) for m, sc in raw], at)
             if not rows:
                 if len(raw) < num:
                     return
                 num *= 2  # more than `num` members share one score: look further
                 continue
-            for (m, s), rec in zip(rows, self._fetch(day, [m for m, _ in rows]), strict=True):
-                cur_score, cur_member = s, m
-                if rec is not None:
-                    yield s, m, rec
+            for here, rec in self._spans(day, rows, chunk):
+                at = here
+                yield here, rec
+            at = (rows[-1][0], rows[-1][1], _WHOLE)
             if len(raw) < num:
                 return
-            skip, num = True, chunk
+            num = chunk
 
-    def _scan_stream(self, day: str, lo: int, after: str | None,
-                     chunk: int = 500) -> Iterator[tuple[int, str, Record]]:
+    def _spans(self, day: str, rows: list[Mark], chunk: int = 100
+               ) -> Iterator[tuple[Mark, Record]]:
+        """The records of index entries (score, member, offsets to skip), fetched about
+        `chunk` records at a time: a consumer that stops early fetched little more."""
+        start = 0
+        while start < len(rows):
+            end, n = start, 0
+            while end < len(rows) and n < chunk:
+                n += _span(rows[end][1])[1]
+                end += 1
+            part = rows[start:end]
+            for (score, member, skip), recs in zip(
+                    part, self._fetch(day, [m for _, m, _ in part]), strict=True):
+                for k, rec in enumerate(recs):
+                    if k > skip:
+                        yield (score or rec.ts, member, k), rec
+            start = end
+
+    def _fetch(self, day: str, members: list[str]) -> list[list[Record]]:
+        """Each member's span of records (one XRANGE each, in one round trip)."""
         stream = self.keys.stream(day)
+        spans = [_span(m) for m in members]
+        if isinstance(self.client, redis.Redis):
+            replies = self._raw([("XRANGE", stream, sid, "+", "COUNT", n) for sid, n in spans])
+            payloads = [[_field(fields, b"r") for _, fields in entries] for entries in replies]
+        else:  # a cluster client routes the pipeline itself
+            pipe = self.client.pipeline(transaction=False)
+            for sid, n in spans:
+                pipe.xrange(stream, sid, "+", count=n)
+            payloads = [[fields[b"r"] for _, fields in entries] for entries in pipe.execute()]
+        return [[parse_record(p) for p in span] for span in payloads]
+
+    def _zrange(self, key: str, lo: int, hi: int, num: int) -> list[tuple[bytes, int]]:
+        """Up to `num` (member, score) of an index with scores in [lo, hi], in order."""
+        if not isinstance(self.client, redis.Redis):
+            return [(m, int(sc)) for m, sc in self.client.zrangebyscore(
+                key, lo, hi, start=0, num=num, withscores=True)]
+        reply = self._raw([("ZRANGE", key, lo, hi, "BYSCORE", "LIMIT", 0, num, "WITHSCORES")])[0]
+        if reply and isinstance(reply[0], list):  # RESP3: [member, score] pairs
+            return [(m, int(sc)) for m, sc in reply]
+        return [(m, int(sc)) for m, sc in zip(reply[::2], reply[1::2], strict=True)]
+
+    def _raw(self, commands: list[tuple[str | int, ...]]) -> list[Any]:
+        """Commands packed by hiredis, sent in one buffer, replies read raw: for the small
+        replies of a query, redis-py's pipeline and reply callbacks cost more per command
+        than Redis spends answering (and it makes a system call per command of a list)."""
+        pool = self.client.connection_pool
+        conn = pool.get_connection()
+        try:
+            conn.send_packed_command([b"".join(hiredis.pack_command(c) for c in commands)])
+            return [conn.read_response() for _ in commands]
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)
+
+    def _scan_stream(self, day: str, lo: int, mark: Mark | None,
+                     chunk: int = 500) -> Iterator[tuple[Mark, Record]]:
+        stream = self.keys.stream(day)
+        after = mark[1] if mark else None
         start = f"({after}" if after else (
             str(max(lo - _SKEW_MS, day_start_ms(day))) if lo > day_start_ms(day) else "-")
         while True:
             entries = self.client.xrange(stream, start, "+", count=chunk)
             for sid, fields in entries:
                 rec = parse_record(fields[b"r"])
-                yield rec.ts, sid.decode(), rec
+                yield (rec.ts, sid.decode(), 0), rec
             if len(entries) < chunk:
                 return
             start = "(" + entries[-1][0].decode()
@@ -351,6 +392,26 @@ class AuditStore:
         return trimmed
 
 
+def _after(rows: list[Mark], mark: Mark | None) -> list[Mark]:
+    """Index entries (in index order) from `mark` on, each with the offsets it has done."""
+    if mark is None:
+        return rows
+    score, member, k = mark
+    out = []
+    for row in rows:
+        if row[0] == score and row[1] <= member:  # equal scores: ordered by member
+            if row[1] == member and k < _WHOLE:
+                out.append((row[0], row[1], k))
+            continue
+        out.append(row)
+    return out
+
+
+def _field(fields: list[bytes], name: bytes) -> bytes:
+    """A stream entry's field from its raw [name, value, ...] list."""
+    return fields[fields.index(name) + 1]
+
+
 def _matches(rec: Record, filters: dict[str, str], kind: str | None) -> bool:
     if kind is not None and rec.kind != kind:
         return False
@@ -385,5 +446,5 @@ def _add(b: Bucket, field: str, n: int) -> None:
         target[name] = target.get(name, 0) + n
 
 
-assert set(_DRIVE_ORDER) == set(INDEX_KINDS)
+assert set(_DRIVE_ORDER) == {"decision", *INDEX_KINDS}
 

@@ -16,6 +16,7 @@ from redis.exceptions import RedisClusterException
 
 from steerguard.audit.build import RecordBuilder, RequestItem
 from steerguard.audit.chain import ChainHead
+from steerguard.audit.keys import day_of
 from steerguard.audit.sink import RedisSink, Sealed, Ticket
 from steerguard.audit.spill import SpillFile, SpillFull
 
@@ -147,11 +148,12 @@ class Writer:
 
     def _seal_queued(self, limit: int | None = None) -> None:
         """Build and seal queued requests into `pending`: all, or until `limit` records."""
-        start = len(self.pending)
-        while self.queue and (limit is None or len(self.pending) - start < limit):
-            item = self.queue.popleft()
+        pending, queue, seal = self.pending, self.queue, self.chain.seal
+        end = None if limit is None else len(pending) + limit
+        while queue and (end is None or len(pending) < end):
+            item = queue.popleft()
             try:
-                bodies, masking_error = self.builder.build(item)
+                drafts, masking_error = self.builder.build(item)
             except Exception:
                 log.exception("audit: cannot build records for decision %s",
                               item.decision.decision_id)
@@ -160,9 +162,10 @@ class Writer:
             if masking_error is not None:
                 log.warning("audit: dropped decision record %s: %s", item.ids[0], masking_error)
                 self.counters.dropped_masking += 1
-            for body in bodies:
-                payload, digest = self.chain.seal(body)
-                self.pending.append(Sealed.from_body(body, payload, digest))
+            day = day_of(item.ts)
+            for draft in drafts:
+                payload, digest = seal(draft.body)
+                pending.append(Sealed.of(draft, payload, digest, day))
 
     def _deliver(self) -> None:
         try:

@@ -7,6 +7,8 @@ import pytest
 import redis
 
 from steerguard.audit import AuditConfig, AuditLog, AuditStore, AuditUnavailableError
+from steerguard.audit.keys import KeySpace
+from steerguard.audit.sink import RedisSink
 
 from . import factories as f
 
@@ -39,10 +41,17 @@ def test_query_paging_filters_and_stats(config: AuditConfig) -> None:
 
     by_decision = store.query(decision=f.decision(3).decision_id).records
     assert [r.kind for r in by_decision] == ["decision", "intervention", "intervention"]
+    first = store.query(decision=f.decision(3).decision_id, limit=2)
+    rest = store.query(decision=f.decision(3).decision_id, cursor=first.cursor)
+    assert [r.record_id for r in first.records + rest.records] == ids[3]
     calm_minor = store.query(vector="calm", rule="minor-calm", kind="intervention").records
     assert len(calm_minor) == 6 and {r.vector for r in calm_minor} == {"calm"}
     assert len(store.query(session="s-1", user="bob").records) == 3
     assert store.query(outcome="error").records == []
+    # the common outcome has no index (it would list every record): the streams answer it
+    assert not shared_keys(config, "*:o:completed")
+    assert len(store.query(outcome="completed", limit=1000).records) == 36
+    assert len(store.query(outcome="completed", user="bob").records) == 6
     assert store.query(user="alice", until=t0 - 1).records == []
     assert len(store.query(limit=1000).records) == 36  # no index: the streams
 
@@ -53,6 +62,28 @@ def test_query_paging_filters_and_stats(config: AuditConfig) -> None:
     assert stats.total.outcomes == {"completed": 12}
     assert [r.record_id for _, r in store.tail(3)] == ids[-1]
     assert store.verify().ok
+
+
+def shared_keys(config: AuditConfig, pattern: str) -> list[bytes]:
+    client = redis.Redis.from_url(config.redis_url)
+    return list(client.scan_iter(match=f"{config.key_prefix}:{pattern}"))
+
+
+def test_a_decision_split_over_two_batches_keeps_all_its_records(config: AuditConfig) -> None:
+    """The write path that splits runs (replay, cluster) may cut a request in two: the
+    decision hash appends the second part's ids instead of replacing the first."""
+    log = AuditLog(config, start=False)
+    ids = [log.record(d, f.result(d)) for d in (f.decision(1), f.decision(2))]
+    log._writer._seal_queued()
+    client = redis.Redis.from_url(config.redis_url)
+    sink = RedisSink(client, KeySpace(config.key_prefix), batch_size=2)
+    assert sink.write(log._writer.pending) == 6  # runs of 2: both requests cut in two
+    log._writer.pending = []
+    store = AuditStore(client, config)
+    for d, want in zip((f.decision(1), f.decision(2)), ids, strict=True):
+        assert [r.record_id for r in store.query(decision=d.decision_id).records] == want
+    assert store.verify().ok
+    log.close()
 
 
 def test_error_and_cancelled_outcomes(config: AuditConfig) -> None:

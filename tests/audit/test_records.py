@@ -1,13 +1,17 @@
 from __future__ import annotations
 
+import hmac
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from steerguard.audit.build import RecordBuilder, RequestItem
-from steerguard.audit.chain import ChainHead, record_hash
+from steerguard.audit.build import RecordBuilder, RequestItem, draft_of
+from steerguard.audit.chain import ChainHead, canonical, record_hash
 from steerguard.audit.config import DEFAULT_MASKS, AuditConfig
-from steerguard.audit.errors import AuditConfigError
+from steerguard.audit.errors import AuditConfigError, MaskingError
+from steerguard.audit.keyed import KeyedHash
 from steerguard.audit.masking import Masker
 from steerguard.audit.records import DecisionRecord, InterventionRecord, Outcome, parse_record
 from steerguard.policy.explain import explanation
@@ -33,9 +37,15 @@ def _builder(**kw) -> RecordBuilder:  # type: ignore[no-untyped-def]
     return RecordBuilder(b"k" * 32, Masker(DEFAULT_MASKS, masker), **opts)
 
 
+def _build(builder: RecordBuilder, item: RequestItem
+           ) -> tuple[list[dict[str, Any]], MaskingError | None]:
+    drafts, err = builder.build(item)
+    return [x.body for x in drafts], err
+
+
 def test_bodies_match_the_schema_and_link_by_decision_id() -> None:
     d = f.decision()
-    bodies, err = _builder().build(_item(d, f.result(d)))
+    bodies, err = _build(_builder(), _item(d, f.result(d)))
     assert err is None and len(bodies) == 3
     chain = ChainHead("c")
     recs = []
@@ -51,6 +61,9 @@ def test_bodies_match_the_schema_and_link_by_decision_id() -> None:
         chain_payload(bodies[0]))
     assert dec.rules[0].rule_id == "minor-calm" and dec.prompt_tokens == 31
     assert iv0.measured and iv0.measurements[0].projection_after == 0.35
+    report = f.result(d).reports[0]
+    assert (iv0.positions_affected, iv0.mean_delta_norm) == (
+        report.positions_affected, pytest.approx(report.mean_delta_norm))
     assert iv0.coefficients[10] == pytest.approx(0.248)
     assert dec.trace_id == "ab" * 16 and dec.model == f.MODEL
 
@@ -63,10 +76,10 @@ def chain_payload(body: dict) -> bytes:  # type: ignore[type-arg]
 
 def test_user_is_a_keyed_hash_and_text_is_off_by_default() -> None:
     d = f.decision()
-    dec = _builder().build(_item(d, f.result(d)))[0][0]
+    dec = _build(_builder(), _item(d, f.result(d)))[0][0]
     assert dec["user_ref_kind"] == "hmac" and "alice" not in dec["user_ref"]
     assert dec["content"]["prompt_text"] is None and len(dec["content"]["prompt_hmac"]) == 32
-    raw = _builder(store_user_id=True).build(_item(d))[0][0]
+    raw = _build(_builder(store_user_id=True), _item(d))[0][0]
     assert raw["user_ref"] == "alice" and raw["user_ref_kind"] == "raw"
 
 
@@ -75,18 +88,18 @@ def test_without_store_text_evidence_does_not_quote_the_user() -> None:
     d = d.model_copy(update={"explanation": explanation(
         d.bundle, d.matched, d.dropped, d.plan.interventions, [], False)})
     assert "I am 12 years old" in d.explanation
-    dec = _builder().build(_item(d, f.result(d)))[0][0]
+    dec = _build(_builder(), _item(d, f.result(d)))[0][0]
     detail = dec["rules"][0]["evidence"][0]["detail"]
     assert detail.startswith("/(\\d+) years old/ matched [text withheld, hmac ")
     assert "12 years" not in str(dec)  # nor in the explanation
     assert dec["rules"][0]["evidence"][0]["span"] == [0, len(d.matched[0].evidence[0].detail)]
-    kept = _builder(store_text=True).build(_item(d, f.result(d)))[0][0]
+    kept = _build(_builder(store_text=True), _item(d, f.result(d)))[0][0]
     assert "I am 12 years old" in kept["rules"][0]["evidence"][0]["detail"]
 
 
 def test_text_when_configured_is_masked() -> None:
     d = f.decision(detail="reach me on 0044 7700 900123")
-    dec = _builder(store_text=True).build(_item(d, f.result(d)))[0][0]
+    dec = _build(_builder(store_text=True), _item(d, f.result(d)))[0][0]
     assert dec["content"]["prompt_text"] == "Mail me at [EMAIL]"
     assert dec["rules"][0]["evidence"][0]["detail"] == "reach me on [NUMBER]"
 
@@ -96,7 +109,7 @@ def test_masking_failure_drops_the_decision_record_only() -> None:
         raise RuntimeError("masking service down")
 
     d = f.decision()
-    bodies, err = _builder(store_text=True, masker=broken).build(_item(d, f.result(d)))
+    bodies, err = _build(_builder(store_text=True, masker=broken), _item(d, f.result(d)))
     assert err is not None and "custom masker" in str(err)
     assert [b["kind"] for b in bodies] == ["intervention", "intervention"]
     assert all("Mail me" not in str(b) for b in bodies)
@@ -104,10 +117,38 @@ def test_masking_failure_drops_the_decision_record_only() -> None:
 
 def test_no_reports_records_planned_interventions_unmeasured() -> None:
     d = f.decision()
-    bodies, _ = _builder().build(_item(d, outcome=Outcome.error(TimeoutError())))
+    bodies, _ = _build(_builder(), _item(d, outcome=Outcome.error(TimeoutError())))
     ivs = [parse_record(ChainHead("c").seal(b)[0]) for b in bodies[1:]]
     assert [iv.measured for iv in ivs] == [False, False]
     assert bodies[0]["outcome"] == {"status": "error", "error_type": "TimeoutError"}
+
+
+def test_keyed_hash_is_hmac_sha256() -> None:
+    for key in (b"", b"k" * 32, b"\xff" * 64, b"long key " * 20):
+        for msg in (b"", b"user\0alice", "évidence".encode() * 50):
+            assert KeyedHash(key).digest(msg) == hmac.digest(key, msg, "sha256")
+
+
+def test_stored_bodies_give_the_drafts_built() -> None:
+    """Records replayed from the spill file are indexed and counted as when first built."""
+    for d, kw in ((f.decision(), {}), (f.decision(2), {"outcome": Outcome.cancelled()}),
+                  (f.decision(3), {"session_id": None, "user_id": None})):
+        drafts, _ = _builder().build(_item(d, f.result(d), **kw))
+        for draft in drafts:
+            stored = draft_of(json.loads(canonical(draft.body)))
+            assert (stored.indexes, stored.aggs) == (draft.indexes, draft.aggs)
+    dec, iv = drafts[0], drafts[1]
+    assert not any(i.startswith(("u:", "s:", "o:")) for i in dec.indexes)
+    assert iv.indexes[-1] == "v:" + iv.body["vector"]
+
+
+def test_only_uncommon_outcomes_are_indexed() -> None:
+    d = f.decision()
+    done = _builder().build(_item(d, f.result(d)))[0][0]
+    failed = _builder().build(_item(d, outcome=Outcome.error(TimeoutError())))[0][0]
+    assert not any(i.startswith("o:") for i in done.indexes)
+    assert "o:error" in failed.indexes
+    assert any(a.endswith("\0o:completed") for a in done.aggs)  # still counted
 
 
 def test_config_env_file_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
