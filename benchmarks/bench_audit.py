@@ -2,7 +2,9 @@
 dashboard query (100 records by user and time), and memory per record.
 
     python benchmarks/bench_audit.py [--url redis://127.0.0.1:6379/0] [--requests 10000]
+                                     [--rounds 3] [--queries 500]
 
+Throughput is timed in rounds, each beside plain batched XADD; the medians are reported.
 Uses its own key prefix and deletes only its keys. Writes benchmarks/results/audit.json."""
 
 from __future__ import annotations
@@ -77,10 +79,29 @@ def drain(log: AuditLog, records: int) -> int:
     return round(records / dt)
 
 
+def plain_xadd(client: redis.Redis, cfg: AuditConfig, prefix: str, records: int) -> int:
+    """Records per second of plain batched XADD (redis-py pipelines of 512) of payloads the
+    writer wrote, to a stream of its own: the baseline."""
+    store = AuditStore(client, cfg)
+    bodies = [p[1] for p in client.xrange(store.keys.stream(store.days()[-1]), count=3)]
+    stream = f"{prefix}:baseline"
+    t = time.perf_counter()
+    for start in range(0, records, 512):
+        pipe = client.pipeline(transaction=False)
+        for k in range(start, min(records, start + 512)):
+            pipe.xadd(stream, bodies[k % 3])
+        pipe.execute()
+    rate = records / (time.perf_counter() - t)
+    client.delete(stream)
+    return round(rate)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--url", default="redis://127.0.0.1:6379/0")
     ap.add_argument("--requests", type=int, default=10_000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--queries", type=int, default=500)
     args = ap.parse_args()
     prefix = "sgbench" + uuid.uuid4().hex[:8]
     client = redis.Redis.from_url(args.url)
@@ -104,48 +125,47 @@ def main() -> None:
         # backlog (records x a few objects each) is an artefact of timing the writer alone;
         # Python's collector rescans it on every full collection, which a real, short queue
         # does not cost. So the drain is timed as is, then again with a second writer whose
-        # backlog was frozen (gc.freeze) before it started.
-        out["writer_records_per_s"] = drain(log, records)
+        # backlog was frozen (gc.freeze) before it started. Each round also times plain
+        # batched XADD of the same payloads right after, and the ratios are taken per round:
+        # this machine's speed drifts by tens of percent from one minute to the next.
+        rounds: list[dict[str, float]] = []
+        for r in range(args.rounds):
+            if r:
+                log = AuditLog(cfg, start=False)
+                enqueue(log, reqs, args.requests)
+            writer = drain(log, records)
+            second = AuditLog(cfg, start=False)
+            enqueue(second, reqs, args.requests)
+            gc.freeze()
+            try:
+                frozen = drain(second, records)
+            finally:
+                gc.unfreeze()
+            base = plain_xadd(client, cfg, prefix, records)
+            rounds.append({"writer": writer, "frozen": frozen, "xadd": base,
+                           "ratio": round(writer / base, 2),
+                           "ratio_frozen": round(frozen / base, 2)})
+        med = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
         out["records"] = records
-        second = AuditLog(cfg, start=False)
-        enqueue(second, reqs, args.requests)
-        gc.freeze()
-        try:
-            out["writer_records_per_s_backlog_frozen"] = drain(second, records)
-        finally:
-            gc.unfreeze()
+        out["rounds"] = rounds
+        out["writer_records_per_s"] = round(med["writer"])
+        out["writer_records_per_s_backlog_frozen"] = round(med["frozen"])
         out["writer_target"] = 30_000
-
-        # baseline: plain batched XADD of same-size payloads, same server, same run
-        stream = f"{prefix}:baseline"
-        payload = client.xrange(AuditStore(client, cfg).keys.stream(
-            AuditStore(client, cfg).days()[-1]), count=3)
-        bodies = [p[1] for p in payload]
-        t = time.perf_counter()
-        for start in range(0, records, 512):
-            pipe = client.pipeline(transaction=False)
-            for k in range(start, min(records, start + 512)):
-                pipe.xadd(stream, bodies[k % 3])
-            pipe.execute()
-        base = records / (time.perf_counter() - t)
-        out["baseline_xadd_per_s"] = round(base)
-        out["ratio_vs_baseline"] = round(out["writer_records_per_s"] / base, 2)  # type: ignore[operator]
-        out["ratio_vs_baseline_backlog_frozen"] = round(
-            out["writer_records_per_s_backlog_frozen"] / base, 2  # type: ignore[operator]
-        )
-        client.delete(stream)
+        out["baseline_xadd_per_s"] = round(med["xadd"])
+        out["ratio_vs_baseline"] = med["ratio"]  # medians over the rounds
+        out["ratio_vs_baseline_backlog_frozen"] = med["ratio_frozen"]
 
         # 3. memory per record (stream + all indexes + aggregates)
         keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
         mem = sum(client.memory_usage(k, samples=0) or 0 for k in keys)
-        out["memory_bytes_per_record"] = round(mem / (2 * records))  # two writers' records
+        out["memory_bytes_per_record"] = round(mem / (2 * records * args.rounds))
         out["keys"] = len(keys)
 
         # 4. dashboard query: 100 records of one user in a time range
         store = AuditStore(client, cfg)
         since = int(time.time() * 1000) - 3_600_000
         lat: list[float] = []
-        for i in range(200):
+        for i in range(args.queries):
             t = time.perf_counter()
             page = store.query(user=f"u{i % 100}", since=since, limit=100)
             lat.append((time.perf_counter() - t) * 1000)

@@ -74,7 +74,8 @@ def reproduce_command(script: Path) -> str:
 
 
 def flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
-    """Scalar leaves as (dotted key, text); lists of numbers become 'n values, min..max'."""
+    """Scalar leaves as (dotted key, text); lists of numbers become 'n values, min..max',
+    lists of objects a row per leaf of each (`key.0.field`)."""
     if isinstance(value, dict):
         rows: list[tuple[str, str]] = []
         for k, v in value.items():
@@ -83,6 +84,8 @@ def flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
     if isinstance(value, list):
         if value and all(isinstance(x, int | float) for x in value):
             return [(prefix, f"{len(value)} values, {min(value):.4g}..{max(value):.4g}")]
+        if value and all(isinstance(x, dict) for x in value):  # rounds, runs: one row each
+            return [row for i, x in enumerate(value) for row in flatten(x, f"{prefix}.{i}")]
         return [(prefix, json.dumps(value)[:80])]
     if isinstance(value, float):
         return [(prefix, f"{value:.4g}")]

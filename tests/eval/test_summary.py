@@ -3,6 +3,7 @@ from __future__ import annotations
 import math
 
 from steerguard.eval.judges import JUDGES
+from steerguard.eval.report import flatten
 from steerguard.eval.summary import summarize
 from steerguard.eval.sweep import Answer, SweepOutput
 
@@ -58,3 +59,10 @@ def test_effect_within_noise_is_not_recommended() -> None:
     stats = s.at_strength(0.05)
     assert stats is not None and stats.effect == 0.25 and stats.effect_se > 0.25
     assert s.recommended_strength is None
+
+
+def test_benchmark_rows_flatten_rounds_one_row_per_leaf() -> None:
+    rows = dict(flatten({"rounds": [{"writer": 20000, "ratio": 0.36}, {"writer": 21000}],
+                         "lat": [1.0, 3.5], "p95": 4.123456}))
+    assert rows == {"rounds.0.writer": "20000", "rounds.0.ratio": "0.36",
+                    "rounds.1.writer": "21000", "lat": "2 values, 1..3.5", "p95": "4.123"}
