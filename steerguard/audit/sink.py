@@ -1,8 +1,9 @@
 """Writes sealed records to Redis: runs of (chain, day) become one script call each.
 
-`write` waits for each reply. `send` pipelines: it puts a batch's commands on a connection of
-its own and returns a Ticket whose replies are read later, so the writer seals the next batch
-while Redis runs this one (the two overlap on two cores)."""
+`write` waits for each reply. `send` pipelines: it puts a batch's commands on connections of
+its own (one per node on a cluster: a day's keys all live on one) and returns a Ticket whose
+replies are read later, so the writer seals the next batch while Redis runs this one (the two
+overlap on two cores)."""
 
 from __future__ import annotations
 
@@ -72,34 +73,30 @@ def runs(records: Sequence[Sealed], limit: int) -> list[list[Sealed]]:
 class Ticket:
     """Replies of one sent batch, read in send order; `wait` returns how many records were new."""
 
-    def __init__(self, sink: RedisSink, runs: list[list[Sealed]], zadds: int) -> None:
+    def __init__(self, sink: RedisSink, sent: list[tuple[list[Sealed], Any]]) -> None:
         self.sink = sink
-        self.runs = runs
-        self.zadds = zadds
-        self.records = sum(len(r) for r in runs)
+        self.sent = sent  # (run, the connection its script call went out on)
+        self.records = sum(len(run) for run, _ in sent)
 
     def wait(self) -> int:
-        conn = self.sink._conn
-        assert conn is not None
         redo: list[list[Sealed]] = []
         new = 0
         try:
-            for run in self.runs:
+            for run, conn in self.sent:
                 try:
                     ok, _ = conn.read_response()
-                except redis.exceptions.NoScriptError:  # Redis restarted: load, then redo
-                    ok = 0
+                except redis.ResponseError:  # no script after a restart, a moved slot...
+                    ok = 0  # the call wrote nothing (on a cluster the probes come first)
                 if ok:
                     new += len(run)
                 else:
                     redo.append(run)
-            for _ in range(self.zadds):
-                conn.read_response()
         except BaseException:
             self.sink.reset()
             raise
-        # Refused (out of order behind a failed run, or no script): write them the careful
-        # way now that every earlier batch is settled.
+        # Refused (out of order behind a failed run) or failed: write them the careful way
+        # now that every earlier batch is settled; that path loads the script and follows
+        # redirects, or raises.
         for run in redo:
             new += self.sink._write_run(run)
         return new
@@ -110,56 +107,69 @@ class RedisSink:
         self.client = client
         self.keys = keys
         self.batch_size = batch_size
+        self.cluster = not isinstance(client, redis.Redis)
         self._sha = hashlib.sha1(WRITE_BATCH.encode()).hexdigest()
         self._known_days: set[str] = set()
-        self._conn: Any = None  # the pipelining connection, held while tickets are open
+        # pipelining connections, held while tickets are open: node name -> (pool, connection)
+        self._conns: dict[str, tuple[Any, Any]] = {}
         self._sent_heads: dict[tuple[str, str], int] = {}  # (chain, day) -> last seq sent
-
-    @property
-    def can_pipeline(self) -> bool:
-        return isinstance(self.client, redis.Redis)
 
     def send(self, records: Sequence[Sealed]) -> Ticket:
         """Send all records without waiting; settle with Ticket.wait(), tickets in send order.
         A run that follows an earlier one of its chain and day names that run's last seq, so
         it cannot land if the earlier one did not. On an error the caller resends everything
         unconfirmed with write(), which is idempotent."""
-        if self._conn is None:
-            self._conn = self.client.connection_pool.get_connection()
-        commands: list[tuple[Any, ...]] = []  # bytes, str and int only: hiredis packs them
         todo = runs(records, max(len(records), 1))  # the caller sized the batch
-        for run in todo:
-            day, chain = run[0].day, run[0].chain
-            expect = self._sent_heads.get((chain, day), -1)
-            argv = self._argv(self.keys.tag(day), chain, run, expect, probe=False)
-            commands.append(("EVALSHA", self._sha, 1, self.keys.head(day), *argv))
-            self._sent_heads[(chain, day)] = run[-1].seq
-        days = {run[0].day for run in todo} - self._known_days
-        for day in sorted(days):
-            commands.append(("ZADD", self.keys.days, int(day), day))
+        for day in sorted({run[0].day for run in todo} - self._known_days):
+            # `days` has no hash tag (on a cluster, maybe another node): idempotent, once a day
+            self.client.zadd(self.keys.days, {day: int(day)})
+            self._known_days.add(day)
+        sent: list[tuple[list[Sealed], Any]] = []
+        buffers: dict[int, tuple[Any, list[bytes]]] = {}
         try:
-            # hiredis directly: redis-py's packer re-checks every argument in Python first
-            packed = [hiredis.pack_command(c) for c in commands]
-            self._conn.send_packed_command([b"".join(packed)], check_health=False)
+            for run in todo:
+                day, chain = run[0].day, run[0].chain
+                expect = self._sent_heads.get((chain, day), -1)
+                argv = self._argv(self.keys.tag(day), chain, run, expect, probe=self.cluster)
+                conn = self._connection(self.keys.head(day))
+                # hiredis directly: redis-py's packer re-checks every argument in Python first
+                buffers.setdefault(id(conn), (conn, []))[1].append(hiredis.pack_command(
+                    ("EVALSHA", self._sha, 1, self.keys.head(day), *argv)))
+                sent.append((run, conn))
+                self._sent_heads[(chain, day)] = run[-1].seq
+            for conn, packed in buffers.values():
+                # one buffer: given a list, redis-py makes a system call per item
+                conn.send_packed_command([b"".join(packed)], check_health=False)
         except BaseException:
             self.reset()
             raise
-        self._known_days |= days
-        return Ticket(self, todo, len(days))
+        return Ticket(self, sent)
+
+    def _connection(self, key: str) -> Any:
+        """The held connection to the node that serves `key` (the only one, single server)."""
+        if self.cluster:
+            node = self.client.get_node_from_key(key)
+            name, pool = node.name, self.client.get_redis_connection(node).connection_pool
+        else:
+            name, pool = "", self.client.connection_pool
+        held = self._conns.get(name)
+        if held is None:
+            held = self._conns[name] = (pool, pool.get_connection())
+        return held[1]
 
     def release(self) -> None:
-        """Every ticket is settled: hand the connection back to the pool."""
-        if self._conn is not None:
-            self.client.connection_pool.release(self._conn)
-            self._conn = None
+        """Every ticket is settled: hand the connections back to their pools."""
+        for pool, conn in self._conns.values():
+            pool.release(conn)
+        self._conns.clear()
         self._sent_heads.clear()
 
     def reset(self) -> None:
-        """Forget the pipelining connection (its unread replies) and what was sent on it."""
-        if self._conn is not None:
-            self._conn.disconnect()
-            self.client.connection_pool.release(self._conn)
-            self._conn = None
+        """Forget the pipelining connections (their unread replies) and what was sent."""
+        for pool, conn in self._conns.values():
+            conn.disconnect()
+            pool.release(conn)
+        self._conns.clear()
         self._sent_heads.clear()
         self._known_days.clear()
 
@@ -185,7 +195,7 @@ class RedisSink:
         return len(rest)
 
     def _call(self, day: str, chain: str, run: list[Sealed]) -> tuple[bool, int]:
-        argv = self._argv(self.keys.tag(day), chain, run, -1, probe=not self.can_pipeline)
+        argv = self._argv(self.keys.tag(day), chain, run, -1, probe=self.cluster)
         head_key = self.keys.head(day)
         pipe = self.client.pipeline(transaction=False)
         pipe.execute_command("EVALSHA", self._sha, 1, head_key, *argv)

@@ -185,10 +185,6 @@ class Writer:
         """Seal the queue a batch at a time; each batch is sent before the next is sealed and
         its replies are read after, so Redis runs one batch while this thread seals the next.
         Unconfirmed records stay in `pending` (in order) until their replies are read."""
-        if not self.sink.can_pipeline:
-            self._seal_queued()
-            self._write_pending()
-            return
         ticket: Ticket | None = None
         try:
             while True:

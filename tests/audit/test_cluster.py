@@ -309,6 +309,37 @@ def test_log_and_store_on_two_days_across_nodes(
         store.close()
 
 
+def test_one_batch_over_two_nodes_is_pipelined_to_both(
+    cfg: AuditConfig, clock: types.SimpleNamespace
+) -> None:
+    """A batch whose records fall on two days on two masters goes out on one held connection
+    per master, without waiting in between; every record lands once."""
+    log = AuditLog(cfg, start=False)
+    d1, d2 = _two_days_on_two_nodes(log.client, log.keys)  # type: ignore[arg-type]
+    ids = [_record(log, clock, d1 if i < 3 else d2, i) for i in range(6)]
+    sink = log._writer.sink
+    held: list[str] = []
+    connection = sink._connection
+
+    def spy(key: str) -> object:
+        held.append(_owner(log.client, key))  # type: ignore[arg-type]
+        return connection(key)
+
+    sink._connection = spy  # type: ignore[method-assign]
+    log._writer.start()
+    assert log.flush(10), log._writer.last_error
+    assert (log.counters.written, log.counters.write_errors) == (18, 0)
+    assert len(set(held)) == 2  # both masters, in the pipelined path
+    log.close()
+    store = AuditStore.from_config(cfg)
+    try:
+        assert [r.record_id for r in store.iter_records(user="alice")] == [
+            i for group in ids for i in group]
+        assert store.verify(cfg.home / "none").ok
+    finally:
+        store.close()
+
+
 def test_follow_sees_records_as_they_are_written(cfg: AuditConfig) -> None:
     store = AuditStore.from_config(cfg)
     stop = threading.Event()
