@@ -57,11 +57,16 @@ def pct(values: list[float], p: float) -> float:
     return statistics.quantiles(values, n=100)[int(p) - 1]
 
 
-def enqueue(log: AuditLog, reqs: list[tuple[Decision, GenerationResult]], n: int) -> list[float]:
-    """record() n requests; returns the cost of each call in microseconds."""
+def requests(n: int) -> list[tuple[Decision, GenerationResult]]:
+    """n requests as the pipeline makes them: new objects each (a plan's hash, computed once
+    per plan object, is not shared between them), with rules, users and sessions repeating."""
+    return [request(i) for i in range(n)]
+
+
+def enqueue(log: AuditLog, reqs: list[tuple[Decision, GenerationResult]]) -> list[float]:
+    """record() each request; returns the cost of each call in microseconds."""
     per_call: list[float] = []
-    for i in range(n):
-        d, r = reqs[i % len(reqs)]
+    for i, (d, r) in enumerate(reqs):
         t = time.perf_counter_ns()
         log.record(d, r, request_id="req", session_id=f"s{i % 50}", user_id=f"u{i % 100}",
                    prompt="hello")
@@ -108,13 +113,12 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="sgbench-"))
     cfg = AuditConfig(redis_url=args.url, key_prefix=prefix, home=home, max_queue=10**7,
                       spill_fsync=False)
-    reqs = [request(i) for i in range(200)]
     out: dict[str, object] = {"python": platform.python_version(),
                               "redis": client.info("server").get("redis_version")}
     try:
         # 1. enqueue cost on the generation path (writer not running: pure record())
         log = AuditLog(cfg, start=False)
-        per_call = enqueue(log, reqs, args.requests)
+        per_call = enqueue(log, requests(args.requests))
         records = log.counters.queued
         per_record = [c / 3 for c in per_call]  # 1 decision + 2 interventions per call
         out["enqueue_us"] = {"per_call_p50": round(pct(per_call, 50), 2),
@@ -132,10 +136,10 @@ def main() -> None:
         for r in range(args.rounds):
             if r:
                 log = AuditLog(cfg, start=False)
-                enqueue(log, reqs, args.requests)
+                enqueue(log, requests(args.requests))
             writer = drain(log, records)
             second = AuditLog(cfg, start=False)
-            enqueue(second, reqs, args.requests)
+            enqueue(second, requests(args.requests))
             gc.freeze()
             try:
                 frozen = drain(second, records)

@@ -65,10 +65,8 @@ class RecordBuilder:
         self._mask = masker
         self._store_user_id = store_user_id
         self._store_text = store_text
-        self._model_cache: dict[int, dict[str, Any]] = {}
-        self._plan_hashes: dict[int, tuple[Any, str]] = {}
-        self._static_fields: dict[
-            int, tuple[Intervention, dict[str, Any], tuple[str, ...]]] = {}
+        self._model_cache: dict[int, tuple[ModelFingerprint, dict[str, Any]]] = {}
+        self._static_fields: dict[tuple[Any, ...], tuple[dict[str, Any], tuple[str, ...]]] = {}
         self._user_refs: dict[str, str] = {}
 
     def keyed_hash(self, domain: str, value: str) -> str:
@@ -145,7 +143,7 @@ class RecordBuilder:
                  "detail": self._mask(x.detail)}
                 for x in d.dropped
             ],
-            plan_hash=self._plan_hash(d),
+            plan_hash=d.plan.content_hash(),  # computed once per plan (telemetry asks too)
             intervention_ids=[i.body["record_id"] for i in interventions],
             explanation=self._mask(explanation),
             failed_closed=d.failed_closed,
@@ -181,24 +179,17 @@ class RecordBuilder:
             "span_id": item.span_id,
         }
 
-    def _plan_hash(self, d: Decision) -> str:
-        """Plans repeat across requests; hashing one costs a JSON dump, so keep the last few."""
-        hit = self._plan_hashes.get(id(d.plan))
-        if hit is not None and hit[0] is d.plan:
-            return hit[1]
-        if len(self._plan_hashes) > 1024:
-            self._plan_hashes.clear()
-        digest = d.plan.content_hash()
-        self._plan_hashes[id(d.plan)] = (d.plan, digest)
-        return digest
-
     def _model(self, fp: ModelFingerprint | None) -> dict[str, Any] | None:
+        """The fingerprint's dict; a process serves one model or a few, as the same objects.
+        The entry holds the object, so its id cannot be reused by another one."""
         if fp is None:
             return None
-        cached = self._model_cache.get(id(fp))
-        if cached is None:
-            cached = self._model_cache[id(fp)] = fp.model_dump()
-        return cached
+        hit = self._model_cache.get(id(fp))
+        if hit is None or hit[0] is not fp:
+            if len(self._model_cache) > 64:
+                self._model_cache.clear()
+            hit = self._model_cache[id(fp)] = (fp, fp.model_dump())
+        return hit[1]
 
     def _content(self, item: RequestItem) -> dict[str, Any]:
         answer = item.answer if item.answer is not None else (
@@ -243,19 +234,20 @@ class RecordBuilder:
         return out
 
     def _static(self, iv: Intervention) -> tuple[dict[str, Any], tuple[str, ...]]:
-        """An intervention's own fields and index keys; plans repeat across requests, so the
-        last few are kept."""
-        hit = self._static_fields.get(id(iv))
-        if hit is not None and hit[0] is iv:
-            return hit[1], hit[2]
+        """An intervention's own fields and index keys. Rules ask for the same interventions
+        request after request (as new objects), so the last few are kept by value."""
+        key = (iv.vector, iv.layers, iv.strength, iv.op, iv.positions.scope, iv.positions.n,
+               iv.source)
+        hit = self._static_fields.get(key)
+        if hit is not None:
+            return hit
         if len(self._static_fields) > 4096:
             self._static_fields.clear()
         fields = {"kind": "intervention", "vector": iv.vector, "layers": list(iv.layers),
                   "strength": iv.strength, "op": iv.op.value, "positions": str(iv.positions),
                   "rule_id": iv.source}
-        own = own_indexes((iv.source,), iv.vector)
-        self._static_fields[id(iv)] = (iv, fields, own)
-        return fields, own
+        hit = self._static_fields[key] = (fields, own_indexes((iv.source,), iv.vector))
+        return hit
 
 
 def _measurement(m: LayerMeasurement) -> dict[str, Any]:

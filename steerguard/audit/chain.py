@@ -5,20 +5,9 @@ bytes, so any later re-serialisation cannot change a verdict."""
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
 
-try:  # orjson is ~5x faster; json gives the same shape (sorted keys, no spaces, UTF-8)
-    import orjson
-
-    def canonical(obj: dict[str, Any]) -> bytes:
-        return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
-
-except ImportError:  # pragma: no cover - orjson ships with langsmith here
-
-    def canonical(obj: dict[str, Any]) -> bytes:
-        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
+from steerguard.canonical import canonical
 
 GENESIS = ""
 

@@ -14,21 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import hiredis
+import orjson
 import redis
 
 from steerguard.audit.build import Draft, draft_of
 from steerguard.audit.connection import Client
 from steerguard.audit.keys import KeySpace, day_of
 from steerguard.audit.lua import WRITE_BATCH
-
-try:
-    import orjson
-
-    _loads = orjson.loads
-except ImportError:  # pragma: no cover
-    import json
-
-    _loads = json.loads
 
 
 @dataclass(slots=True)
@@ -55,7 +47,7 @@ class Sealed:
 
     @classmethod
     def from_spill(cls, digest: str, payload: bytes) -> Sealed:
-        return cls.of(draft_of(_loads(payload)), payload, digest)
+        return cls.of(draft_of(orjson.loads(payload)), payload, digest)
 
 
 def runs(records: Sequence[Sealed], limit: int) -> list[list[Sealed]]:

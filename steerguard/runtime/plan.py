@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import json
+from collections.abc import Mapping
 from enum import StrEnum
-from typing import Annotated, Literal
+from functools import cached_property
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from steerguard.canonical import canonical
 
 
 class Operation(StrEnum):
@@ -134,8 +137,21 @@ class SteeringPlan(BaseModel):
         return all(i.is_noop for i in self.interventions)
 
     def content_hash(self) -> str:
-        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(payload.encode()).hexdigest()
+        """SHA-256 of the plan's canonical JSON (steerguard/canonical.py)."""
+        return self._digest
+
+    @cached_property
+    def _digest(self) -> str:
+        # Once per plan: a dump and hash costs tens of microseconds, and telemetry, the audit
+        # writer and response metadata each ask for it. Equality ignores it (pydantic
+        # compares fields); model_copy below drops it, since an update changes the plan.
+        return hashlib.sha256(canonical(self.model_dump(mode="json"))).hexdigest()
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False
+                   ) -> SteeringPlan:
+        copy = super().model_copy(update=update, deep=deep)
+        copy.__dict__.pop("_digest", None)
+        return copy
 
     def summary(self) -> list[dict[str, object]]:
         """A compact, JSON-friendly view for logs and response metadata."""
