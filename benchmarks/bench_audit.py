@@ -84,6 +84,13 @@ def drain(log: AuditLog, records: int) -> int:
     return round(records / dt)
 
 
+def server_usec(client: redis.Redis, *commands: str) -> int:
+    """Microseconds Redis has spent in these commands since it started (INFO commandstats;
+    read before and after, never reset: the server may be shared)."""
+    stats = client.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{c}", {}).get("usec", 0)) for c in commands)
+
+
 def plain_xadd(client: redis.Redis, cfg: AuditConfig, prefix: str, records: int) -> int:
     """Records per second of plain batched XADD (redis-py pipelines of 512) of payloads the
     writer wrote, to a stream of its own: the baseline."""
@@ -133,11 +140,14 @@ def main() -> None:
         # batched XADD of the same payloads right after, and the ratios are taken per round:
         # this machine's speed drifts by tens of percent from one minute to the next.
         rounds: list[dict[str, float]] = []
+        script_us: list[float] = []  # Redis's time in the batch script, per record
         for r in range(args.rounds):
             if r:
                 log = AuditLog(cfg, start=False)
                 enqueue(log, requests(args.requests))
+            before = server_usec(client, "evalsha")
             writer = drain(log, records)
+            script_us.append((server_usec(client, "evalsha") - before) / records)
             second = AuditLog(cfg, start=False)
             enqueue(second, requests(args.requests))
             gc.freeze()
@@ -158,6 +168,7 @@ def main() -> None:
         out["baseline_xadd_per_s"] = round(med["xadd"])
         out["ratio_vs_baseline"] = med["ratio"]  # medians over the rounds
         out["ratio_vs_baseline_backlog_frozen"] = med["ratio_frozen"]
+        out["redis_script_us_per_record"] = round(statistics.median(script_us), 1)
 
         # 3. memory per record (stream + all indexes + aggregates)
         keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
@@ -169,13 +180,16 @@ def main() -> None:
         store = AuditStore(client, cfg)
         since = int(time.time() * 1000) - 3_600_000
         lat: list[float] = []
+        before = server_usec(client, "zrange", "xrange")
         for i in range(args.queries):
             t = time.perf_counter()
             page = store.query(user=f"u{i % 100}", since=since, limit=100)
             lat.append((time.perf_counter() - t) * 1000)
             assert len(page.records) == 100
+        in_redis = (server_usec(client, "zrange", "xrange") - before) / args.queries / 1000
         out["query_100_by_user_ms"] = {"p50": round(pct(lat, 50), 2),
-                                       "p95": round(pct(lat, 95), 2), "target_p95": 5}
+                                       "p95": round(pct(lat, 95), 2), "target_p95": 5,
+                                       "in_redis": round(in_redis, 2)}
     finally:
         keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
         for i in range(0, len(keys), 1000):

@@ -227,24 +227,23 @@ class AuditStore:
                ) -> Iterator[tuple[Mark, Record]]:
         """The records of index entries (score, member, offsets to skip), fetched about
         `chunk` records at a time: a consumer that stops early fetched little more."""
+        spans = [_span(member) for _, member, _ in rows]
         start = 0
         while start < len(rows):
             end, n = start, 0
             while end < len(rows) and n < chunk:
-                n += _span(rows[end][1])[1]
+                n += spans[end][1]
                 end += 1
-            part = rows[start:end]
             for (score, member, skip), recs in zip(
-                    part, self._fetch(day, [m for _, m, _ in part]), strict=True):
+                    rows[start:end], self._fetch(day, spans[start:end]), strict=True):
                 for k, rec in enumerate(recs):
                     if k > skip:
                         yield (score or rec.ts, member, k), rec
             start = end
 
-    def _fetch(self, day: str, members: list[str]) -> list[list[Record]]:
-        """Each member's span of records (one XRANGE each, in one round trip)."""
+    def _fetch(self, day: str, spans: list[tuple[str, int]]) -> list[list[Record]]:
+        """Each span's records (one XRANGE each, in one round trip)."""
         stream = self.keys.stream(day)
-        spans = [_span(m) for m in members]
         if isinstance(self.client, redis.Redis):
             replies = self._raw([("XRANGE", stream, sid, "+", "COUNT", n) for sid, n in spans])
             payloads = [[_field(fields, b"r") for _, fields in entries] for entries in replies]
