@@ -18,7 +18,14 @@ from steerguard.audit.build import UNINDEXED_OUTCOME, RecordBuilder
 from steerguard.audit.config import AuditConfig
 from steerguard.audit.connection import Client, connect
 from steerguard.audit.embedded import EmbeddedServer
-from steerguard.audit.keys import INDEX_KINDS, KeySpace, day_of, day_start_ms, days_between
+from steerguard.audit.keys import (
+    INDEX_KINDS,
+    KeySpace,
+    day_of,
+    day_start_ms,
+    days_between,
+    safe_value,
+)
 from steerguard.audit.masking import Masker
 from steerguard.audit.records import DecisionRecord, InterventionRecord, parse_record
 from steerguard.audit.verify import VerifyReport, read_day, verify, write_checkpoint
@@ -198,8 +205,11 @@ class AuditStore:
                        ) -> Iterator[tuple[Mark, Record]]:
         """A decision's records (a handful) from the day's decision hash, in write order."""
         raw = self.client.hget(self.keys.decisions(day), decision)
+        if raw is None:  # a day written before decision hashes: a sorted set per decision
+            legacy = self.keys.tag(day) + "d:" + safe_value(decision)
+            raw = b" ".join(self.client.zrange(legacy, 0, -1))
         score = mark[0] if mark else 0  # a decision's records share one timestamp
-        spans = [(score, m, -1) for m in raw.decode().split()] if raw else []
+        spans = [(score, m, -1) for m in raw.decode().split()]
         yield from self._spans(day, _after(spans, mark))
 
     def _scan_index(self, key: str, day: str, lo: int, hi: int, mark: Mark | None,

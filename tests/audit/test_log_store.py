@@ -86,6 +86,25 @@ def test_a_decision_split_over_two_batches_keeps_all_its_records(config: AuditCo
     log.close()
 
 
+def test_days_written_with_a_sorted_set_per_decision_still_answer(config: AuditConfig) -> None:
+    """Before decision hashes, `P:{D}:d:<decision>` held the decision's stream ids."""
+    with AuditLog(config) as log:
+        ids = log.record(f.decision(4), f.result(f.decision(4)))
+        assert log.flush(5)
+    client = redis.Redis.from_url(config.redis_url)
+    store = AuditStore(client, config)
+    day = store.days()[0]
+    keys = store.keys
+    client.delete(keys.decisions(day))  # this test's own prefix
+    members = {}
+    for sid, _ in client.xrange(keys.stream(day)):
+        ms, _, seq = sid.decode().partition("-")
+        members[f"{ms}-{int(seq):06d}"] = int(ms)
+    client.zadd(keys.tag(day) + "d:" + f.decision(4).decision_id, members)
+    found = store.query(decision=f.decision(4).decision_id).records
+    assert [r.record_id for r in found] == ids
+
+
 def test_error_and_cancelled_outcomes(config: AuditConfig) -> None:
     with AuditLog(config) as log:
         d = f.decision(1)
