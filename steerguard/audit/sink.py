@@ -112,10 +112,8 @@ class RedisSink:
         it cannot land if the earlier one did not. On an error the caller resends everything
         unconfirmed with write(), which is idempotent."""
         todo = runs(records, max(len(records), 1))  # the caller sized the batch
-        for day in sorted({run[0].day for run in todo} - self._known_days):
-            # `days` has no hash tag (on a cluster, maybe another node): idempotent, once a day
-            self.client.zadd(self.keys.days, {day: int(day)})
-            self._known_days.add(day)
+        for day in sorted({run[0].day for run in todo}):
+            self._note_day(day)
         sent: list[tuple[list[Sealed], Any]] = []
         buffers: dict[int, tuple[Any, list[bytes]]] = {}
         try:
@@ -187,20 +185,22 @@ class RedisSink:
         return len(rest)
 
     def _call(self, day: str, chain: str, run: list[Sealed]) -> tuple[bool, int]:
+        self._note_day(day)
         argv = self._argv(self.keys.tag(day), chain, run, -1, probe=self.cluster)
-        head_key = self.keys.head(day)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.execute_command("EVALSHA", self._sha, 1, head_key, *argv)
-        if day not in self._known_days:
-            pipe.zadd(self.keys.days, {day: int(day)})
         try:
-            res = pipe.execute()
+            ok, head = self.client.execute_command(
+                "EVALSHA", self._sha, 1, self.keys.head(day), *argv)
         except redis.exceptions.NoScriptError:
             self.client.script_load(WRITE_BATCH)
             return self._call(day, chain, run)
-        self._known_days.add(day)
-        ok, head = res[0]
         return bool(ok), int(head)
+
+    def _note_day(self, day: str) -> None:
+        """Add `day` to the days present, once per day and connection: `days` has no hash
+        tag (on a cluster it may live on another node); the ZADD is idempotent."""
+        if day not in self._known_days:
+            self.client.zadd(self.keys.days, {day: int(day)})
+            self._known_days.add(day)
 
     @staticmethod
     def _argv(tag: str, chain: str, run: list[Sealed], expect: int, *, probe: bool

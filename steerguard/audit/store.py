@@ -225,10 +225,8 @@ class AuditStore:
                     return
                 num *= 2  # more than `num` members share one score: look further
                 continue
-            for here, rec in self._spans(day, rows, chunk):
-                at = here
-                yield here, rec
-            at = (rows[-1][0], rows[-1][1], _WHOLE)
+            yield from self._spans(day, rows, chunk)
+            at = (rows[-1][0], rows[-1][1], _WHOLE)  # resume after the last entry read
             if len(raw) < num:
                 return
             num = chunk
