@@ -15,8 +15,8 @@ from steerguard.audit.keys import index_suffix
 from steerguard.audit.masking import Masker
 from steerguard.audit.records import SCHEMA_VERSION, Outcome
 from steerguard.policy.decision import Decision, Evidence
-from steerguard.runtime.plan import Intervention
-from steerguard.runtime.report import InterventionReport, LayerMeasurement
+from steerguard.runtime.plan import Intervention, strength_key
+from steerguard.runtime.report import InterventionReport
 from steerguard.runtime.result import GenerationResult
 from steerguard.vectors.fingerprint import ModelFingerprint
 
@@ -68,6 +68,7 @@ class RecordBuilder:
         self._model_cache: dict[int, tuple[ModelFingerprint, dict[str, Any]]] = {}
         self._static_fields: dict[tuple[Any, ...], tuple[dict[str, Any], tuple[str, ...]]] = {}
         self._user_refs: dict[str, str] = {}
+        self._decision_keys: dict[tuple[Any, ...], tuple[tuple[str, ...], tuple[str, ...]]] = {}
 
     def keyed_hash(self, domain: str, value: str) -> str:
         return self._hmac.hex(f"{domain}\0{value}".encode())[:32]
@@ -97,10 +98,23 @@ class RecordBuilder:
             decision = self._decision(item, common, drafts)
         except MaskingError as exc:
             return drafts, exc
-        rules = [r["rule_id"] for r in decision["rules"]]
-        drafts.insert(0, Draft(decision, shared + own_indexes(rules, None),
-                               agg_fields("decision", status, rules, None, hour)))
+        own, aggs = self._decision_keys_of(hour, status, decision["rules"])
+        drafts.insert(0, Draft(decision, shared + own, aggs))
         return drafts, None
+
+    def _decision_keys_of(self, hour: str, status: str, rules: list[dict[str, Any]]
+                          ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """A decision record's own index keys and aggregate fields: the same few sets of
+        matched rules recur, hour after hour."""
+        ids = tuple(r["rule_id"] for r in rules)
+        key = (hour, status, ids)
+        hit = self._decision_keys.get(key)
+        if hit is None:
+            if len(self._decision_keys) > 4096:
+                self._decision_keys.clear()
+            hit = self._decision_keys[key] = (own_indexes(ids, None),
+                                              agg_fields("decision", status, ids, None, hour))
+        return hit
 
     def _evidence_detail(self, e: Evidence) -> str:
         """Keyword and regex evidence quotes the user's text: stored (masked) only with
@@ -216,7 +230,9 @@ class RecordBuilder:
                 for m in rep.layers:
                     affected += m.positions_affected
                     weighted += m.delta_norm * m.positions_affected
-                    measurements.append(_measurement(m))
+                    # The model's own field dict, read only: the fields a record's
+                    # Measurement holds (tests/audit/test_records.py), without a copy.
+                    measurements.append(m.__dict__)
                 body = {**common, **fields, "record_id": item.ids[n + 1], "index": rep.index,
                         "vector_hash": rep.vector_hash,
                         "coefficients": {str(k): v for k, v in rep.coefficients.items()},
@@ -236,8 +252,8 @@ class RecordBuilder:
     def _static(self, iv: Intervention) -> tuple[dict[str, Any], tuple[str, ...]]:
         """An intervention's own fields and index keys. Rules ask for the same interventions
         request after request (as new objects), so the last few are kept by value."""
-        key = (iv.vector, iv.layers, iv.strength, iv.op, iv.positions.scope, iv.positions.n,
-               iv.source)
+        key = (iv.vector, iv.layers, strength_key(iv.strength), iv.op, iv.positions.scope,
+               iv.positions.n, iv.source)
         hit = self._static_fields.get(key)
         if hit is not None:
             return hit
@@ -248,13 +264,6 @@ class RecordBuilder:
                   "rule_id": iv.source}
         hit = self._static_fields[key] = (fields, own_indexes((iv.source,), iv.vector))
         return hit
-
-
-def _measurement(m: LayerMeasurement) -> dict[str, Any]:
-    # The same dict model_dump() gives for these plain fields, at a fifth of the cost.
-    return {"layer": m.layer, "positions_affected": m.positions_affected,
-            "delta_norm": m.delta_norm, "projection_before": m.projection_before,
-            "projection_after": m.projection_after}
 
 
 def planned(decision: Decision) -> list[Any]:

@@ -148,7 +148,8 @@ class Writer:
 
     def _seal_queued(self, limit: int | None = None) -> None:
         """Build and seal queued requests into `pending`: all, or until `limit` records."""
-        pending, queue, seal = self.pending, self.queue, self.chain.seal
+        pending, queue, head = self.pending, self.queue, self.chain
+        seal, chain_id = head.seal, head.chain_id
         end = None if limit is None else len(pending) + limit
         while queue and (end is None or len(pending) < end):
             item = queue.popleft()
@@ -162,10 +163,11 @@ class Writer:
             if masking_error is not None:
                 log.warning("audit: dropped decision record %s: %s", item.ids[0], masking_error)
                 self.counters.dropped_masking += 1
-            day = day_of(item.ts)
-            for draft in drafts:
+            ts, day, decision_id = item.ts, day_of(item.ts), item.decision.decision_id
+            for draft in drafts:  # Sealed.of, without reading back what is known here
                 payload, digest = seal(draft.body)
-                pending.append(Sealed.of(draft, payload, digest, day))
+                pending.append(Sealed(payload, digest, chain_id, head.seq, ts, day, decision_id,
+                                      draft.indexes, draft.aggs))
 
     def _deliver(self) -> None:
         try:

@@ -8,6 +8,7 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from steerguard.canonical import canonical
@@ -145,7 +146,11 @@ class SteeringPlan(BaseModel):
         # Once per plan: a dump and hash costs tens of microseconds, and telemetry, the audit
         # writer and response metadata each ask for it. Equality ignores it (pydantic
         # compares fields); model_copy below drops it, since an update changes the plan.
-        return hashlib.sha256(canonical(self.model_dump(mode="json"))).hexdigest()
+        # Each intervention's canonical JSON is kept by value: rules ask for the same
+        # interventions request after request, as new objects. The bytes are those of
+        # canonical(self.model_dump(mode="json")) (tests/runtime/test_plan.py).
+        parts = [_canonical_intervention(i) for i in self.interventions]
+        return hashlib.sha256(canonical({"interventions": parts})).hexdigest()
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False
                    ) -> SteeringPlan:
@@ -165,3 +170,25 @@ class SteeringPlan(BaseModel):
             }
             for i in self.interventions
         ]
+
+
+_FRAGMENTS: dict[tuple[Any, ...], orjson.Fragment] = {}
+
+
+def _canonical_intervention(iv: Intervention) -> orjson.Fragment:
+    """`iv`'s canonical JSON, cached by its field values (a tuple: comparing pydantic models
+    for a dict lookup costs more than dumping them)."""
+    key = (iv.vector, iv.vector_hash, iv.layers, strength_key(iv.strength), iv.op,
+           iv.positions.scope, iv.positions.n, iv.source)
+    hit = _FRAGMENTS.get(key)
+    if hit is None:
+        if len(_FRAGMENTS) >= 4096:
+            _FRAGMENTS.clear()
+        hit = _FRAGMENTS[key] = orjson.Fragment(canonical(iv.model_dump(mode="json")))
+    return hit
+
+
+def strength_key(strength: float) -> float | str:
+    """A strength as a cache key: -0.0 equals 0.0 but serializes apart, so zeros are keyed
+    by their text."""
+    return strength or str(strength)

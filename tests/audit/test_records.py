@@ -13,8 +13,15 @@ from steerguard.audit.config import DEFAULT_MASKS, AuditConfig
 from steerguard.audit.errors import AuditConfigError, MaskingError
 from steerguard.audit.keyed import KeyedHash
 from steerguard.audit.masking import Masker
-from steerguard.audit.records import DecisionRecord, InterventionRecord, Outcome, parse_record
+from steerguard.audit.records import (
+    DecisionRecord,
+    InterventionRecord,
+    Measurement,
+    Outcome,
+    parse_record,
+)
 from steerguard.policy.explain import explanation
+from steerguard.runtime.report import LayerMeasurement
 
 from . import factories as f
 
@@ -66,6 +73,17 @@ def test_bodies_match_the_schema_and_link_by_decision_id() -> None:
         report.positions_affected, pytest.approx(report.mean_delta_norm))
     assert iv0.coefficients[10] == pytest.approx(0.248)
     assert dec.trace_id == "ab" * 16 and dec.model == f.MODEL
+
+
+def test_measurements_are_recorded_field_for_field() -> None:
+    """The builder hands the runtime's measurement fields to the record as they are, so the
+    two schemas must name the same fields, and the record must hold each value."""
+    assert LayerMeasurement.model_fields.keys() == Measurement.model_fields.keys()
+    d = f.decision()
+    res = f.result(d)
+    bodies, _ = _build(_builder(), _item(d, res))
+    for body, report in zip(bodies[1:], res.reports, strict=True):
+        assert body["measurements"] == [m.model_dump() for m in report.layers]
 
 
 def chain_payload(body: dict) -> bytes:  # type: ignore[type-arg]

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
-from steerguard.runtime.plan import Intervention, SteeringPlan
+import hashlib
+
+from steerguard.canonical import canonical
+from steerguard.runtime.plan import Intervention, Positions, SteeringPlan
 
 
 def test_plan_hash_is_computed_once_and_follows_updates() -> None:
@@ -13,3 +16,21 @@ def test_plan_hash_is_computed_once_and_follows_updates() -> None:
     copy = plan.model_copy(update={"interventions": stronger})
     assert copy.content_hash() != first
     assert copy.content_hash() == SteeringPlan(interventions=stronger).content_hash()
+
+
+def test_plan_hash_is_the_hash_of_the_plans_canonical_json() -> None:
+    """The hash is assembled from per-intervention pieces kept by value; it must equal the
+    hash of the whole plan's canonical JSON, including for values that compare equal but
+    serialize apart (0.0 and -0.0)."""
+    ivs = [Intervention(vector="calm", layers=(3, 4), strength=0.1),
+           Intervention(vector="calm", layers=(3, 4), strength=0.0),
+           Intervention(vector="calm", layers=(3, 4), strength=-0.0),
+           Intervention(vector="calm", layers=(4, 3), strength=1e-05, op="clamp"),
+           Intervention(vector="formal", vector_hash="ab" * 8, layers=(1,), strength=-2.5,
+                        positions=Positions.parse("last_3"), source="rule-ü")]
+    plans = [SteeringPlan(interventions=(a, b)) for a in ivs for b in ivs] + [SteeringPlan()]
+    for plan in plans:
+        expected = hashlib.sha256(canonical(plan.model_dump(mode="json"))).hexdigest()
+        assert plan.content_hash() == expected
+    zeros = {SteeringPlan(interventions=(iv,)).content_hash() for iv in ivs[1:3]}
+    assert len(zeros) == 2
