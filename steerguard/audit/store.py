@@ -13,6 +13,7 @@ from typing import Any, Literal
 import hiredis
 import redis
 from pydantic import BaseModel, ConfigDict
+from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainError
 
 from steerguard.audit.build import UNINDEXED_OUTCOME, RecordBuilder
 from steerguard.audit.config import AuditConfig
@@ -35,7 +36,16 @@ TimeLike = datetime | int | float | None
 # The most selective index drives a query; other filters are checked on the records.
 # A decision drives through the day's decision hash, the others through sorted sets.
 _DRIVE_ORDER = ("decision", "session", "user", "rule", "vector", "outcome")
+_DIRECT_DAYS = 3  # a query over at most this many days skips listing the days present
 _SKEW_MS = 60_000  # stream ids are write times; a record's ts is earlier by at most its lag
+# What a cluster node says when it no longer (or not yet) serves a slot, and what a node
+# that failed does: the cluster client knows how to go on from either.
+_REROUTE = (MovedError, AskError, TryAgainError, ClusterDownError, redis.ConnectionError,
+            redis.TimeoutError)
+
+
+class _Reroute(Exception):
+    """A direct read of a cluster node failed in a way the cluster client handles."""
 
 
 def to_ms(value: TimeLike, default: int) -> int:
@@ -160,11 +170,7 @@ class AuditStore:
         filters = {k: v for k, v in {"decision": decision, "session": session, "user": user_ref,
                                      "rule": rule, "vector": vector, "outcome": outcome}.items()
                    if v is not None}
-        now = int(time.time() * 1000)
-        days = self.days()
-        lo = to_ms(since, day_start_ms(days[0]) if days else now)
-        hi = to_ms(until, now + 86_400_000)
-        wanted = [d for d in days_between(lo, hi) if d in set(days)]
+        lo, hi, wanted = self._days_for(since, until)
         start_day, start = _decode_cursor(cursor) if cursor else (None, None)
         if start_day is not None:
             wanted = [d for d in wanted if d >= start_day]
@@ -191,6 +197,22 @@ class AuditStore:
                 if len(out) == limit:
                     return Page(records=out, cursor=_encode_cursor(day, here))
         return Page(records=out, cursor=None)
+
+    def _days_for(self, since: TimeLike, until: TimeLike) -> tuple[int, int, list[str]]:
+        """The query's time range in ms and the days to read, oldest first. A range of a
+        few days is read day by day without first listing the days present (a round trip
+        out of three for a dashboard's query): a missing day's keys read as empty."""
+        now = int(time.time() * 1000)
+        hi = to_ms(until, now + 86_400_000)
+        if since is not None:
+            lo = to_ms(since, now)
+            span = days_between(lo, hi)
+            if len(span) <= _DIRECT_DAYS:
+                return lo, hi, span
+        days = self.days()
+        lo = to_ms(since, day_start_ms(days[0]) if days else now)
+        present = set(days)
+        return lo, hi, [d for d in days_between(lo, hi) if d in present]
 
     def iter_records(self, **filters: Any) -> Iterator[Record]:
         cursor = None
@@ -235,15 +257,15 @@ class AuditStore:
                ) -> Iterator[tuple[Mark, Record]]:
         """The records of index entries (score, member, offsets to skip), fetched about
         `chunk` records at a time: a consumer that stops early fetched little more."""
-        spans = [_span(member) for _, member, _ in rows]
         start = 0
         while start < len(rows):
-            end, n = start, 0
-            while end < len(rows) and n < chunk:
-                n += spans[end][1]
+            end, n, spans = start, 0, []
+            while end < len(rows) and n < chunk:  # members parsed as needed: often a third
+                spans.append(_span(rows[end][1]))
+                n += spans[-1][1]
                 end += 1
             for (score, member, skip), recs in zip(
-                    rows[start:end], self._fetch(day, spans[start:end]), strict=True):
+                    rows[start:end], self._fetch(day, spans), strict=True):
                 for k, rec in enumerate(recs):
                     if k > skip:
                         yield (score or rec.ts, member, k), rec
@@ -252,10 +274,11 @@ class AuditStore:
     def _fetch(self, day: str, spans: list[tuple[str, int]]) -> list[list[Record]]:
         """Each span's records (one XRANGE each, in one round trip)."""
         stream = self.keys.stream(day)
-        if isinstance(self.client, redis.Redis):
-            replies = self._raw([("XRANGE", stream, sid, "+", "COUNT", n) for sid, n in spans])
+        try:
+            replies = self._raw([("XRANGE", stream, sid, "+", "COUNT", n) for sid, n in spans],
+                                stream)
             payloads = [[_field(fields, b"r") for _, fields in entries] for entries in replies]
-        else:  # a cluster client routes the pipeline itself
+        except _Reroute:  # the cluster client follows a moved slot or a failover
             pipe = self.client.pipeline(transaction=False)
             for sid, n in spans:
                 pipe.xrange(stream, sid, "+", count=n)
@@ -264,19 +287,34 @@ class AuditStore:
 
     def _zrange(self, key: str, lo: int, hi: int, num: int) -> list[tuple[bytes, int]]:
         """Up to `num` (member, score) of an index with scores in [lo, hi], in order."""
-        if not isinstance(self.client, redis.Redis):
+        try:
+            reply = self._raw(
+                [("ZRANGE", key, lo, hi, "BYSCORE", "LIMIT", 0, num, "WITHSCORES")], key)[0]
+        except _Reroute:  # the cluster client follows a moved slot or a failover
             return [(m, int(sc)) for m, sc in self.client.zrangebyscore(
                 key, lo, hi, start=0, num=num, withscores=True)]
-        reply = self._raw([("ZRANGE", key, lo, hi, "BYSCORE", "LIMIT", 0, num, "WITHSCORES")])[0]
         if reply and isinstance(reply[0], list):  # RESP3: [member, score] pairs
             return [(m, int(sc)) for m, sc in reply]
         return [(m, int(sc)) for m, sc in zip(reply[::2], reply[1::2], strict=True)]
 
-    def _raw(self, commands: list[tuple[str | int, ...]]) -> list[Any]:
-        """Commands packed by hiredis, sent in one buffer, replies read raw: for the small
-        replies of a query, redis-py's pipeline and reply callbacks cost more per command
-        than Redis spends answering (and it makes a system call per command of a list)."""
-        pool = self.client.connection_pool
+    def _raw(self, commands: list[tuple[str | int, ...]], key: str) -> list[Any]:
+        """Commands on `key`'s day, packed by hiredis, sent in one buffer, replies read raw:
+        for the small replies of a query, redis-py's pipeline and reply callbacks cost more
+        per command than Redis spends answering (and it makes a system call per command of
+        a list). On a cluster they go to the node that serves the day (its keys share one
+        slot); if that node has lost the slot or failed, _Reroute is raised."""
+        if isinstance(self.client, redis.Redis):
+            return self._send_raw(self.client.connection_pool, commands)
+        node = self.client.get_node_from_key(key)
+        try:
+            return self._send_raw(self.client.get_redis_connection(node).connection_pool,
+                                  commands)
+        except _REROUTE as exc:
+            raise _Reroute(str(exc)) from exc
+
+    @staticmethod
+    def _send_raw(pool: redis.ConnectionPool, commands: list[tuple[str | int, ...]]
+                  ) -> list[Any]:
         conn = pool.get_connection()
         try:
             conn.send_packed_command([b"".join(hiredis.pack_command(c) for c in commands)])

