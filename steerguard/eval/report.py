@@ -105,12 +105,14 @@ def benchmark_section(root: Path) -> str:
         data = json.loads(path.read_text(encoding="utf-8"))
         name = path.stem
         script = root / "benchmarks" / f"bench_{name}.py"
+        # A run with options (bench_audit.py --cluster) records its own command line.
+        command = data.get("command") or reproduce_command(script)
         ran_on = {k: v for k, v in data.items() if k in _MACHINE_KEYS}
         metrics = flatten({k: v for k, v in data.items() if k not in _MACHINE_KEYS})
         shown = metrics[:MAX_METRIC_ROWS]
         more = len(metrics) - len(shown)
         parts.append(
-            f"### {name}\n\nReproduce: `{reproduce_command(script)}` "
+            f"### {name}\n\nReproduce: `{command}` "
             f"(writes `benchmarks/results/{path.name}`).\n\n"
             f"Ran on (as recorded by the benchmark): "
             f"{json.dumps(ran_on) if ran_on else 'not recorded'}.\n\n"

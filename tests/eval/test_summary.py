@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 from steerguard.eval.judges import JUDGES
-from steerguard.eval.report import flatten
+from steerguard.eval.report import benchmark_section, flatten
 from steerguard.eval.summary import summarize
 from steerguard.eval.sweep import Answer, SweepOutput
 
@@ -66,3 +68,18 @@ def test_benchmark_rows_flatten_rounds_one_row_per_leaf() -> None:
                          "lat": [1.0, 3.5], "p95": 4.123456}))
     assert rows == {"rounds.0.writer": "20000", "rounds.0.ratio": "0.36",
                     "rounds.1.writer": "21000", "lat": "2 values, 1..3.5", "p95": "4.123"}
+
+
+def test_benchmark_section_names_each_results_command(tmp_path: Path) -> None:
+    """A results file names the script it came from, or records its own command line when
+    the run took options (bench_audit.py --cluster writes audit_cluster.json)."""
+    bench = tmp_path / "benchmarks"
+    (bench / "results").mkdir(parents=True)
+    (bench / "bench_audit.py").write_text('"""Audit.\n\n    python benchmarks/bench_audit.py'
+                                          ' [--url U]\n"""\n')
+    (bench / "results" / "audit.json").write_text(json.dumps({"writer": 1}))
+    (bench / "results" / "audit_cluster.json").write_text(
+        json.dumps({"writer": 2, "command": "python benchmarks/bench_audit.py --cluster"}))
+    text = benchmark_section(tmp_path)
+    assert "Reproduce: `python benchmarks/bench_audit.py [--url U]` (writes " in text
+    assert "Reproduce: `python benchmarks/bench_audit.py --cluster` (writes " in text
