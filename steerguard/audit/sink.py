@@ -69,6 +69,7 @@ class Ticket:
         self.sink = sink
         self.sent = sent  # (run, the connection its script call went out on)
         self.records = sum(len(run) for run, _ in sent)
+        self.redone = 0  # runs that wait() had to write again the careful way
 
     def wait(self) -> int:
         redo: list[list[Sealed]] = []
@@ -91,6 +92,7 @@ class Ticket:
         # redirects, or raises.
         for run in redo:
             new += self.sink._write_run(run)
+        self.redone = len(redo)
         return new
 
 
@@ -227,6 +229,3 @@ class RedisSink:
             hash_suffix, _, field = agg.partition("\0")
             argv += (hash_suffix, field, n)
         return argv
-
-    def prepare(self) -> None:
-        self.client.script_load(WRITE_BATCH)

@@ -195,16 +195,26 @@ class Writer:
                 fresh = self.pending[start:]
                 sent = self.sink.send(fresh) if fresh else None
                 if ticket is not None:
-                    self.counters.written += ticket.wait()
-                    self._note_heads(self.pending[: ticket.records])
-                    del self.pending[: ticket.records]
-                if sent is None:
+                    self._settle(ticket)
+                    if ticket.redone and sent is not None:
+                        # `sent` left before that batch was written again, so Redis refuses
+                        # it as out of order: settle it too before sending more, or every
+                        # batch after it would be refused the same way.
+                        self._settle(sent)
+                        sent = None
+                if sent is None and not self.queue:
                     break
                 ticket = sent
         except BaseException:
             self.sink.reset()
             raise
         self.sink.release()
+
+    def _settle(self, ticket: Ticket) -> None:
+        """Read a sent batch's replies; its records, now in Redis, leave `pending`."""
+        self.counters.written += ticket.wait()
+        self._note_heads(self.pending[: ticket.records])
+        del self.pending[: ticket.records]
 
     def _write_pending(self) -> None:
         """Write `pending` call by call, each reply awaited (idempotent by sequence)."""

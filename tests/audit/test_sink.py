@@ -42,3 +42,35 @@ def test_a_batch_behind_a_failed_one_waits_for_it(own_server: OwnServer, tmp_pat
     assert [r.record_id for r in store.iter_records()] == ids
     assert store.verify().ok
     log.close()
+
+
+def test_after_a_failed_batch_the_writer_pipelines_again(own_server: OwnServer,
+                                                         tmp_path: Path) -> None:
+    """A fresh server has no script, so the first batch fails and is written again the
+    careful way; the batch already sent behind it is refused and redone too. The batches
+    after them must go back to pipelining: each one used to be sent before its predecessor
+    was redone, refused in turn, and the whole backlog went one call at a time."""
+    cfg = AuditConfig(redis_url=own_server.url, key_prefix="sg", home=tmp_path,
+                      spill_fsync=False, batch_size=6)
+    log = AuditLog(cfg, start=False)
+    ids: list[str] = []
+    for i in range(40):  # 120 records: 20 batches
+        d = f.decision(i)
+        ids.extend(log.record(d, f.result(d), user_id="u", session_id="s"))
+    sink = log._writer.sink
+    careful: list[int] = []
+    write_run = sink._write_run
+
+    def counted(run):  # type: ignore[no-untyped-def]
+        careful.append(len(run))
+        return write_run(run)
+
+    sink._write_run = counted  # type: ignore[method-assign]
+    log._writer.start()
+    assert log.flush(10)
+    assert log.counters.written == 120
+    assert len(careful) == 2, careful
+    store = AuditStore(own_server.client(), cfg)
+    assert [r.record_id for r in store.iter_records()] == ids
+    assert store.verify().ok
+    log.close()
