@@ -92,8 +92,8 @@ def flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
     return [(prefix, str(value))]
 
 
-_MACHINE_KEYS = ("machine", "python", "cpus", "processor", "redis", "torch_threads",
-                 "load_average", "torch", "transformers", "platform")
+_MACHINE_KEYS = ("machine", "python", "cpus", "processor", "redis", "cluster_masters",
+                 "torch_threads", "load_average", "torch", "transformers", "platform")
 
 
 def benchmark_section(root: Path) -> str:
@@ -106,9 +106,10 @@ def benchmark_section(root: Path) -> str:
         name = path.stem
         script = root / "benchmarks" / f"bench_{name}.py"
         # A run with options (bench_audit.py --cluster) records its own command line.
-        command = data.get("command") or reproduce_command(script)
+        command = str(data.get("command") or reproduce_command(script)).strip()
         ran_on = {k: v for k, v in data.items() if k in _MACHINE_KEYS}
-        metrics = flatten({k: v for k, v in data.items() if k not in _MACHINE_KEYS})
+        metrics = flatten({k: v for k, v in data.items()
+                           if k not in _MACHINE_KEYS and k != "command"})
         shown = metrics[:MAX_METRIC_ROWS]
         more = len(metrics) - len(shown)
         parts.append(

@@ -83,3 +83,4 @@ def test_benchmark_section_names_each_results_command(tmp_path: Path) -> None:
     text = benchmark_section(tmp_path)
     assert "Reproduce: `python benchmarks/bench_audit.py [--url U]` (writes " in text
     assert "Reproduce: `python benchmarks/bench_audit.py --cluster` (writes " in text
+    assert "| command |" not in text  # said once, as the Reproduce line
