@@ -377,17 +377,8 @@ def test_writes_during_a_slot_migration_are_not_duplicated(
     with AuditLog(cfg) as log:
         log.record(f.decision(0), None, user_id="erin")
         assert log.flush(5)
-        client = log.client
-        assert isinstance(client, RedisCluster)
-        slot = client.keyslot(log.keys.head(day))
-        src = client.nodes_manager.get_node_from_slot(slot)
-        dst = next(n for n in client.get_primaries() if n.name != src.name)
-        source, target = cluster.node(src.port), cluster.node(dst.port)
-        src_id, dst_id = source.execute_command("CLUSTER", "MYID"), target.execute_command(
-            "CLUSTER", "MYID")
         # mid-reshard: the slot is migrating, none of its keys has moved yet
-        target.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
-        source.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+        migration = _start_migration(cluster, log.client, log.keys.head(day))
         try:
             ids = log.record(f.decision(1), None, user_id="frank")  # a new index key
             deadline = time.monotonic() + 5
@@ -395,7 +386,7 @@ def test_writes_during_a_slot_migration_are_not_duplicated(
                 time.sleep(0.02)
             time.sleep(0.2)  # let the writer retry a few times
         finally:
-            _finish_migration(cluster, source, dst, dst_id, slot)
+            _finish_migration(cluster, *migration)
         assert log.flush(10), log._writer.last_error
     store = AuditStore.from_config(cfg)
     try:
@@ -406,15 +397,30 @@ def test_writes_during_a_slot_migration_are_not_duplicated(
         store.close()
 
 
-def _finish_migration(cluster: LocalCluster, source: redis.Redis, dst: object, dst_id: bytes,
-                      slot: int) -> None:
+def _start_migration(cluster: LocalCluster, client: object, key: str
+                     ) -> tuple[int, redis.Redis, int, bytes]:
+    """Start moving `key`'s slot to another master; returns (slot, source node, target port,
+    target id) for _finish_migration."""
+    assert isinstance(client, RedisCluster)
+    slot = client.keyslot(key)
+    src = client.nodes_manager.get_node_from_slot(slot)
+    dst = next(n for n in client.get_primaries() if n.name != src.name)
+    source, target = cluster.node(src.port), cluster.node(dst.port)
+    src_id = source.execute_command("CLUSTER", "MYID")
+    dst_id = target.execute_command("CLUSTER", "MYID")
+    target.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+    source.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+    return slot, source, dst.port, dst_id
+
+
+def _finish_migration(cluster: LocalCluster, slot: int, source: redis.Redis, port: int,
+                      dst_id: bytes) -> None:
     """Move a migrating slot's keys and hand the slot over, as `redis-cli --cluster reshard`
     would."""
     while keys := source.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
-        source.execute_command("MIGRATE", dst.host, dst.port, "", 0, 5000,  # type: ignore
-                               "KEYS", *keys)
-    for port in cluster.ports:
-        cluster.node(port).execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+        source.execute_command("MIGRATE", "127.0.0.1", port, "", 0, 5000, "KEYS", *keys)
+    for node in cluster.ports:
+        cluster.node(node).execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
 
 
 def test_a_query_follows_a_day_that_moved_to_another_node(
@@ -432,22 +438,14 @@ def test_a_query_follows_a_day_that_moved_to_another_node(
         since = day_start_ms(day)
         mine = [i for group in ids for i in group]
         assert [r.record_id for r in store.query(user="alice", since=since).records] == mine
-        client = store.client
-        assert isinstance(client, RedisCluster)
-        slot = client.keyslot(store.keys.stream(day))
-        src = client.nodes_manager.get_node_from_slot(slot)
-        dst = next(n for n in client.get_primaries() if n.name != src.name)
-        source, target = cluster.node(src.port), cluster.node(dst.port)
-        src_id = source.execute_command("CLUSTER", "MYID")
-        dst_id = target.execute_command("CLUSTER", "MYID")
-        target.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
-        source.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
-        _finish_migration(cluster, source, dst, dst_id, slot)
+        migration = _start_migration(cluster, store.client, store.keys.stream(day))
+        _finish_migration(cluster, *migration)
         for _ in range(2):  # the first meets MOVED; the second uses the corrected map
             page = store.query(user="alice", since=since, limit=4)
             rest = store.query(user="alice", since=since, cursor=page.cursor)
             assert [r.record_id for r in page.records + rest.records] == mine
-        assert client.nodes_manager.get_node_from_slot(slot).name == dst.name
+        slot, _, port, _ = migration
+        assert store.client.nodes_manager.get_node_from_slot(slot).port == port  # type: ignore
         tried: list[object] = []
 
         def failed(pool: object, commands: object) -> list[object]:
