@@ -1,0 +1,117 @@
+"""Where an audit record's time goes, part by part, without Redis: building the bodies, the plan
+hash, sealing (canonical JSON and SHA-256), packing the script call, and parsing a stored
+record back (the query's main cost). Each part is timed over new request objects, in rounds,
+beside its reference where there is one:
+
+- plan hash from cached per-intervention pieces, against a dump of the whole plan;
+- pydantic's parse of a stored record, against orjson.loads of the same bytes.
+
+    python benchmarks/bench_audit_parts.py [--requests 3000] [--rounds 5]
+
+Writes benchmarks/results/audit_parts.json. Needs no Redis and no model."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import hiredis
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.bench_audit import MODEL, request
+from benchmarks.common import RESULTS, machine
+from steerguard.audit.build import Draft, RecordBuilder, RequestItem
+from steerguard.audit.chain import ChainHead
+from steerguard.audit.config import DEFAULT_MASKS
+from steerguard.audit.masking import Masker
+from steerguard.audit.records import Outcome, parse_record
+from steerguard.audit.sink import RedisSink, Sealed
+from steerguard.canonical import canonical
+
+
+def per_item_us(fn: Callable[[Any], object], items: Sequence[Any], per: int = 1) -> float:
+    """Microseconds per call of fn over items, divided by `per` (records per item)."""
+    t = time.perf_counter()
+    for x in items:
+        fn(x)
+    return (time.perf_counter() - t) / (len(items) * per) * 1e6
+
+
+def queued(n: int) -> list[RequestItem]:
+    """n requests as record() queues them, each made of new objects."""
+    now = int(time.time() * 1000)
+    items = []
+    for i in range(n):
+        d, r = request(i)
+        items.append(RequestItem(
+            [f"bench-{i}-{k}" for k in range(3)], now, d, r.reports, r, Outcome.completed(),
+            "req", f"s{i % 50}", f"u{i % 100}", MODEL, "hello", None, None, None, None))
+    return items
+
+
+def one_round(n: int) -> dict[str, float]:
+    items = queued(n)
+    builder = RecordBuilder(b"k" * 32, Masker(DEFAULT_MASKS), store_user_id=False,
+                            store_text=False)
+    plans = [it.decision.plan.model_copy() for it in items]  # new plans: no hash cached yet
+    whole = [it.decision.plan.model_copy() for it in items]
+    out = {
+        "plan_hash_us_per_plan": per_item_us(lambda p: p.content_hash(), plans),
+        "plan_hash_whole_dump_us_per_plan": per_item_us(
+            lambda p: hashlib.sha256(canonical(p.model_dump(mode="json"))).hexdigest(), whole),
+    }
+    drafts: list[list[Draft]] = []
+    out["build_us_per_record"] = per_item_us(
+        lambda it: drafts.append(builder.build(it)[0]), items, per=3)
+    chain, sealed = ChainHead("bench"), []
+
+    def seal(ds: list[Draft]) -> None:
+        for draft in ds:
+            payload, digest = chain.seal(draft.body)
+            sealed.append(Sealed.of(draft, payload, digest))
+
+    out["seal_us_per_record"] = per_item_us(seal, drafts, per=3)
+    batches = [sealed[k:k + 512] for k in range(0, len(sealed), 512)]
+    out["argv_and_pack_us_per_record"] = per_item_us(
+        lambda run: hiredis.pack_command(("EVALSHA", "0" * 40, 1, "head", *RedisSink._argv(
+            "tag", run[0].chain, run, -1, probe=False))), batches, per=512)
+    payloads = [s.payload for s in sealed]
+    out["parse_us_per_record"] = per_item_us(parse_record, payloads)
+    out["orjson_loads_us_per_record"] = per_item_us(orjson.loads, payloads)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=3000)
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args()
+    rounds = [one_round(args.requests) for _ in range(args.rounds)]
+    med = {k: round(statistics.median(r[k] for r in rounds), 2) for k in rounds[0]}
+    out: dict[str, object] = {
+        "machine": machine(),
+        "requests": args.requests,
+        **med,
+        # per round, then the median: parts timed side by side in each round
+        "plan_hash_speedup_vs_whole_dump": round(statistics.median(
+            r["plan_hash_whole_dump_us_per_plan"] / r["plan_hash_us_per_plan"]
+            for r in rounds), 2),
+        "parse_vs_orjson_loads": round(statistics.median(
+            r["parse_us_per_record"] / r["orjson_loads_us_per_record"] for r in rounds), 2),
+    }
+    print(json.dumps(out, indent=2))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "audit_parts.json").write_text(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
