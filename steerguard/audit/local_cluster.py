@@ -4,6 +4,7 @@ trying `cluster: true` without a real deployment."""
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import subprocess
@@ -28,17 +29,37 @@ def server_binaries() -> list[str]:
 
 
 def spare_ports(n: int) -> list[int]:
-    """n distinct spare ports (all sockets held open while choosing, so none repeats)."""
-    socks = []
+    """n distinct free ports, held open while choosing so none repeats. They are taken below
+    the kernel's range for outgoing connections when it leaves room: a server restarted on its
+    port then cannot find it taken by some client's connection, nor can a client retrying a
+    stopped server's port connect to itself."""
+    low = _outgoing_ports_start()
+    socks: list[socket.socket] = []
     try:
-        for _ in range(n):
+        for _ in range(200 * n):
+            if len(socks) == n:
+                break
             s = socket.socket()
-            s.bind(("127.0.0.1", 0))
+            try:
+                s.bind(("127.0.0.1", random.randrange(10_000, low) if low > 11_000 else 0))
+            except OSError:
+                s.close()
+                continue
             socks.append(s)
+        if len(socks) < n:
+            raise RuntimeError(f"found only {len(socks)} of {n} free ports")
         return [s.getsockname()[1] for s in socks]
     finally:
         for s in socks:
             s.close()
+
+
+def _outgoing_ports_start() -> int:
+    """The first port of the kernel's ephemeral range (Linux); 32768 where it cannot be read."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
 
 
 class LocalCluster:

