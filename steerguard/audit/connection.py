@@ -20,6 +20,14 @@ from steerguard.audit.errors import AuditConfigError
 Client: TypeAlias = redis.Redis | RedisCluster
 
 
+def pool_for(client: Client, key: str) -> redis.ConnectionPool:
+    """The connection pool of the server that holds `key`: the only one on a single server,
+    the node that serves its slot on a cluster (as far as the client's slot map knows)."""
+    if isinstance(client, redis.Redis):
+        return client.connection_pool
+    return client.get_redis_connection(client.get_node_from_key(key)).connection_pool
+
+
 def connect(
     config: AuditConfig, *, read_only: bool = False
 ) -> tuple[Client, EmbeddedServer | None]:

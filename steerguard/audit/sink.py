@@ -18,7 +18,7 @@ import orjson
 import redis
 
 from steerguard.audit.build import Draft, draft_of
-from steerguard.audit.connection import Client
+from steerguard.audit.connection import Client, pool_for
 from steerguard.audit.keys import KeySpace, day_of
 from steerguard.audit.lua import WRITE_BATCH
 
@@ -38,11 +38,11 @@ class Sealed:
     aggs: tuple[str, ...]  # "agg:HH\0field"
 
     @classmethod
-    def of(cls, draft: Draft, payload: bytes, digest: str, day: str | None = None) -> Sealed:
-        """`draft` once sealed (its body carries chain and seq); `day` when known."""
+    def of(cls, draft: Draft, payload: bytes, digest: str) -> Sealed:
+        """`draft` once sealed (its body carries chain and seq)."""
         body = draft.body
         ts = body["ts"]
-        return cls(payload, digest, body["chain"], body["seq"], ts, day or day_of(ts),
+        return cls(payload, digest, body["chain"], body["seq"], ts, day_of(ts),
                    body["decision_id"], draft.indexes, draft.aggs)
 
     @classmethod
@@ -104,8 +104,8 @@ class RedisSink:
         self.cluster = not isinstance(client, redis.Redis)
         self._sha = hashlib.sha1(WRITE_BATCH.encode()).hexdigest()
         self._known_days: set[str] = set()
-        # pipelining connections, held while tickets are open: node name -> (pool, connection)
-        self._conns: dict[str, tuple[Any, Any]] = {}
+        # pipelining connections, held while tickets are open: id(pool) -> (pool, connection)
+        self._conns: dict[int, tuple[Any, Any]] = {}
         self._sent_heads: dict[tuple[str, str], int] = {}  # (chain, day) -> last seq sent
 
     def send(self, records: Sequence[Sealed]) -> Ticket:
@@ -139,14 +139,10 @@ class RedisSink:
 
     def _connection(self, key: str) -> Any:
         """The held connection to the node that serves `key` (the only one, single server)."""
-        if self.cluster:
-            node = self.client.get_node_from_key(key)
-            name, pool = node.name, self.client.get_redis_connection(node).connection_pool
-        else:
-            name, pool = "", self.client.connection_pool
-        held = self._conns.get(name)
+        pool = pool_for(self.client, key)
+        held = self._conns.get(id(pool))
         if held is None:
-            held = self._conns[name] = (pool, pool.get_connection())
+            held = self._conns[id(pool)] = (pool, pool.get_connection())
         return held[1]
 
     def release(self) -> None:

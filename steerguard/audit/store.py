@@ -17,7 +17,7 @@ from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainErr
 
 from steerguard.audit.build import UNINDEXED_OUTCOME, RecordBuilder
 from steerguard.audit.config import AuditConfig
-from steerguard.audit.connection import Client, connect
+from steerguard.audit.connection import Client, connect, pool_for
 from steerguard.audit.embedded import EmbeddedServer
 from steerguard.audit.keys import (
     INDEX_KINDS,
@@ -305,10 +305,8 @@ class AuditStore:
         slot); if that node has lost the slot or failed, _Reroute is raised."""
         if isinstance(self.client, redis.Redis):
             return self._send_raw(self.client.connection_pool, commands)
-        node = self.client.get_node_from_key(key)
         try:
-            return self._send_raw(self.client.get_redis_connection(node).connection_pool,
-                                  commands)
+            return self._send_raw(pool_for(self.client, key), commands)
         except _REROUTE as exc:
             raise _Reroute(str(exc)) from exc
 
