@@ -90,6 +90,14 @@ class AuditConfig(BaseModel):
     retry_initial_s: float = Field(default=0.05, gt=0)
     retry_max_s: float = Field(default=2.0, gt=0)
     socket_timeout_s: float = Field(default=2.0, gt=0)
+    rewrite_window_s: float = Field(
+        default=10.0, ge=0,
+        description="How long the writer keeps records Redis acknowledged, to write them again "
+        "if the server loses them (a killed server with appendfsync everysec can lose the "
+        "last two seconds; one without persistence, everything).",
+    )
+    rewrite_window_records: int = Field(default=4096, ge=0,
+                                        description="At most this many records are kept so.")
     store_user_id: bool = False
     user_hmac_key: SecretStr | None = None
     store_text: bool = False

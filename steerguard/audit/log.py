@@ -22,6 +22,7 @@ from steerguard.audit.embedded import EmbeddedServer
 from steerguard.audit.errors import AuditConfigError, AuditUnavailableError
 from steerguard.audit.keys import KeySpace
 from steerguard.audit.masking import Masker, TextMasker
+from steerguard.audit.recent import RecentWrites
 from steerguard.audit.records import Outcome
 from steerguard.audit.sink import RedisSink
 from steerguard.audit.spill import SpillFile
@@ -97,7 +98,9 @@ class AuditLog:
             store_text=self.config.store_text,
         )
         self._writer = Writer(
-            sink=RedisSink(client, self.keys, self.config.batch_size),
+            sink=RedisSink(client, self.keys, self.config.batch_size,
+                           RecentWrites(self.config.rewrite_window_s,
+                                        self.config.rewrite_window_records)),
             builder=builder,
             chain=ChainHead(self.chain_id),
             spill=SpillFile(self.config.resolved_spill_path, self.config.spill_max_bytes,

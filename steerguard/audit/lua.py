@@ -1,9 +1,11 @@
 """The batch write: one script call appends a run of one chain's records (one day) to the
 day's stream, its indexes and aggregates. Atomic, and idempotent by sequence: the day's head
 hash keeps each chain's last written seq, and a batch that starts at or below it is refused
-as stale (the caller drops what was already written and sends the rest). A pipelined batch
-also names the head it follows (`expect`): if an earlier batch of its chain and day failed in
-flight, it is refused rather than written out of order."""
+as stale (the caller drops what was already written and sends the rest). A batch also names
+the head it follows (`expect`): the batch sent before it, or the last one confirmed. If an
+earlier batch failed in flight, or the server has since lost records it acknowledged, the
+head differs, and the batch is refused rather than written out of order or after a gap (the
+reply says where the head is: see recent.py)."""
 
 from __future__ import annotations
 

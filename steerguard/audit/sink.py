@@ -8,6 +8,7 @@ overlap on two cores)."""
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +22,9 @@ from steerguard.audit.build import Draft, draft_of
 from steerguard.audit.connection import Client, pool_for
 from steerguard.audit.keys import KeySpace, day_of
 from steerguard.audit.lua import WRITE_BATCH
+from steerguard.audit.recent import RecentWrites
+
+log = logging.getLogger("steerguard.audit")
 
 
 @dataclass(slots=True)
@@ -82,6 +86,7 @@ class Ticket:
                     ok = 0  # the call wrote nothing (on a cluster the probes come first)
                 if ok:
                     new += len(run)
+                    self.sink.recent.confirmed(run)
                 else:
                     redo.append(run)
         except BaseException:
@@ -97,10 +102,14 @@ class Ticket:
 
 
 class RedisSink:
-    def __init__(self, client: Client, keys: KeySpace, batch_size: int) -> None:
+    def __init__(self, client: Client, keys: KeySpace, batch_size: int,
+                 recent: RecentWrites | None = None) -> None:
         self.client = client
         self.keys = keys
         self.batch_size = batch_size
+        self.recent = recent or RecentWrites(window_s=10.0, max_records=4096)
+        self.rewritten = 0  # records the server lost after acknowledging them, written again
+        self.lost = 0  # ... that were no longer kept in `recent`: gone
         self.cluster = not isinstance(client, redis.Redis)
         self._sha = hashlib.sha1(WRITE_BATCH.encode()).hexdigest()
         self._known_days: set[str] = set()
@@ -121,7 +130,11 @@ class RedisSink:
         try:
             for run in todo:
                 day, chain = run[0].day, run[0].chain
-                expect = self._sent_heads.get((chain, day), -1)
+                # the head this run follows: the run sent before it, else the last one
+                # confirmed (a server that lost records since refuses it: see recent.py)
+                expect = self._sent_heads.get((chain, day))
+                if expect is None:
+                    expect = self.recent.head(chain, day)
                 argv = self._argv(self.keys.tag(day), chain, run, expect, probe=self.cluster)
                 conn = self._connection(self.keys.head(day))
                 # hiredis directly: redis-py's packer re-checks every argument in Python first
@@ -170,27 +183,73 @@ class RedisSink:
         return new
 
     def _write_run(self, run: list[Sealed]) -> int:
+        """Write one run, after the head confirmed before it: the records the server has
+        lost since are written again first. Returns how many of `run` were new."""
         day, chain = run[0].day, run[0].chain
-        ok, head = self._call(day, chain, run)
-        if ok:
-            return len(run)
-        rest = [r for r in run if r.seq > head]  # stale: some were written before a failure
-        if not rest:
-            return 0
-        ok, head = self._call(day, chain, rest)
-        if not ok:
-            raise redis.ResponseError(f"chain {chain} day {day}: head {head} moved during write")
-        return len(rest)
+        for _ in range(4):
+            expect = self.recent.head(chain, day)
+            ok, head = self._call(day, chain, run, expect)
+            if ok:
+                self.recent.confirmed(run)
+                return len(run)
+            if head < expect:  # the server lost records it had acknowledged
+                self._restore(chain, day, head, expect)
+                continue
+            # Redis is ahead: an earlier call wrote some of these but its reply was lost
+            landed = [r for r in run if r.seq <= head]
+            if landed:
+                self.recent.confirmed(landed)
+            else:
+                self.recent.set_head(chain, day, head)
+            run = run[len(landed):]
+            if not run:
+                return 0
+        raise redis.ResponseError(f"chain {chain} day {day}: head {head} moved during write")
 
-    def _call(self, day: str, chain: str, run: list[Sealed]) -> tuple[bool, int]:
+    def check(self) -> None:
+        """Compare each day's head in Redis with the last one it confirmed here, and write
+        again what the server lost (after a reconnect, and at shutdown: a loss is otherwise
+        found by the next write of that chain and day)."""
+        for chain, day, ours in self.recent.heads():
+            theirs = self.client.hget(self.keys.head(day), chain)
+            head = int(theirs) if theirs is not None else -1
+            if head < ours:
+                self._restore(chain, day, head, ours)
+
+    def _restore(self, chain: str, day: str, head: int, last: int) -> None:
+        """The server holds `chain` on `day` up to `head`, not `last` as it had confirmed:
+        write the kept records in between again, in order, and count the rest lost."""
+        kept = [r for r in self.recent.after(chain, day, head) if r.seq <= last]
+        start = max(head + 1, self.recent.first(chain, day))
+        gone = (kept[0].seq if kept else last + 1) - start
+        if gone > 0:
+            self.lost += gone
+            log.error("audit: Redis lost %d records of chain %s on %s (seq %d to %d) after "
+                      "acknowledging them, and they are no longer kept to write again; "
+                      "verify will report them missing", gone, chain, day, start,
+                      start + gone - 1)
+        for i in range(0, len(kept), self.batch_size):
+            part = kept[i:i + self.batch_size]
+            ok, now = self._call(day, chain, part, -1)
+            if not ok:
+                raise redis.ResponseError(f"chain {chain} day {day}: head {now} moved while "
+                                          "writing lost records again")
+            self.rewritten += len(part)
+        if kept:
+            log.warning("audit: Redis lost %d records of chain %s on %s after acknowledging "
+                        "them; written again", len(kept), chain, day)
+        self.recent.set_head(chain, day, kept[-1].seq if kept else head)
+
+    def _call(self, day: str, chain: str, run: list[Sealed], expect: int
+              ) -> tuple[bool, int]:
         self._note_day(day)
-        argv = self._argv(self.keys.tag(day), chain, run, -1, probe=self.cluster)
+        argv = self._argv(self.keys.tag(day), chain, run, expect, probe=self.cluster)
         try:
             ok, head = self.client.execute_command(
                 "EVALSHA", self._sha, 1, self.keys.head(day), *argv)
         except redis.exceptions.NoScriptError:
             self.client.script_load(WRITE_BATCH)
-            return self._call(day, chain, run)
+            return self._call(day, chain, run, expect)
         return bool(ok), int(head)
 
     def _note_day(self, day: str) -> None:

@@ -38,6 +38,8 @@ class AuditCounters:
     dropped_error: int = 0  # records lost to a bug or an impossible shutdown spill
     refused: int = 0  # record() calls refused under `refuse`/`block`
     write_errors: int = 0  # failed write attempts
+    rewritten: int = 0  # records Redis lost after acknowledging them, written again
+    lost_by_server: int = 0  # records Redis lost after acknowledging them, beyond rewriting
 
     @property
     def dropped(self) -> int:
@@ -171,6 +173,8 @@ class Writer:
 
     def _deliver(self) -> None:
         try:
+            if not self.redis_ok:  # back after a failure: had the server lost anything?
+                self._check()
             if not self.spill.empty:
                 self._replay()
             if self.pending:  # sealed before (perhaps sent before a failure): one by one
@@ -182,6 +186,19 @@ class Writer:
         except Exception as exc:
             self._failed(exc)
             self._spill_pending()
+        finally:
+            self._count_rewrites()
+
+    def _check(self) -> None:
+        """Write again what the server lost after acknowledging it (see recent.py)."""
+        try:
+            self.sink.check()
+        finally:
+            self._count_rewrites()
+
+    def _count_rewrites(self) -> None:
+        self.counters.rewritten = self.sink.rewritten
+        self.counters.lost_by_server = self.sink.lost
 
     def _stream_queued(self) -> None:
         """Seal the queue a batch at a time; each batch is sent before the next is sealed and
@@ -290,6 +307,12 @@ class Writer:
             self._seal_queued()
             if self.pending and self.redis_ok:
                 self._deliver()
+            if self.redis_ok and not self.pending:
+                try:  # a loss while the writer was idle is otherwise never found
+                    self._check()
+                except Exception as exc:
+                    log.error("audit: cannot compare chain heads with Redis at shutdown: %s",
+                              exc)
             self._spill_pending()
             if self.pending:
                 log.error("audit: %d records lost at shutdown (no Redis, no spill)",

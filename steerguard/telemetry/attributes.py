@@ -96,6 +96,8 @@ METRIC_AUDIT_QUEUE_DEPTH: Final = "steerguard.audit.queue.depth"
 METRIC_AUDIT_WRITTEN: Final = "steerguard.audit.records.written"
 METRIC_AUDIT_SPILLED: Final = "steerguard.audit.records.spilled"
 METRIC_AUDIT_DROPPED: Final = "steerguard.audit.records.dropped"
+METRIC_AUDIT_REWRITTEN: Final = "steerguard.audit.records.rewritten"
+METRIC_AUDIT_LOST: Final = "steerguard.audit.records.lost"
 
 # Bucket advice from the conventions for the two gen_ai.client.* histograms.
 TOKEN_USAGE_BUCKETS: Final = (

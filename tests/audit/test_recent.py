@@ -1,0 +1,61 @@
+"""What the writer keeps of the records Redis confirmed (no Redis needed)."""
+
+from __future__ import annotations
+
+import time
+
+from steerguard.audit.recent import RecentWrites
+from steerguard.audit.sink import Sealed
+
+
+def sealed(seq: int, day: str = "20261130", chain: str = "c") -> Sealed:
+    return Sealed(b"{}", f"h{seq}", chain, seq, 0, day, "d", (), ())
+
+
+def run(first: int, n: int, day: str = "20261130", chain: str = "c") -> list[Sealed]:
+    return [sealed(s, day, chain) for s in range(first, first + n)]
+
+
+def test_keeps_the_newest_records_up_to_the_bound_and_every_head() -> None:
+    recent = RecentWrites(window_s=60, max_records=10)
+    for first in range(0, 30, 5):
+        recent.confirmed(run(first, 5))
+    assert [r.seq for r in recent.after("c", "20261130", -1)] == list(range(20, 30))
+    assert recent.head("c", "20261130") == 29
+    assert recent.first("c", "20261130") == 0  # known after its records aged out
+    assert recent.head("c", "20261201") == -1 and recent.first("c", "20261201") == -1
+
+
+def test_records_older_than_the_window_age_out() -> None:
+    recent = RecentWrites(window_s=0.0, max_records=1000)
+    recent.confirmed(run(0, 5))
+    time.sleep(0.01)
+    recent.confirmed(run(5, 5))  # later than the window after the first: it goes
+    assert [r.seq for r in recent.after("c", "20261130", -1)] == list(range(5, 10))
+
+
+def test_after_selects_one_chain_and_day_in_order() -> None:
+    recent = RecentWrites(window_s=60, max_records=1000)
+    recent.confirmed(run(0, 3))
+    recent.confirmed(run(0, 3, chain="other"))
+    recent.confirmed(run(3, 3, day="20261201"))
+    assert [r.seq for r in recent.after("c", "20261130", 0)] == [1, 2]
+    assert recent.heads() == [
+        ("c", "20261130", 2), ("other", "20261130", 2), ("c", "20261201", 5)]
+
+
+def test_a_head_set_by_hand_keeps_the_first_seq() -> None:
+    recent = RecentWrites(window_s=60, max_records=1000)
+    recent.confirmed(run(10, 5))
+    recent.set_head("c", "20261130", 12)  # the server holds less than was confirmed
+    assert (recent.first("c", "20261130"), recent.head("c", "20261130")) == (10, 12)
+    recent.set_head("c", "20261201", 40)  # first seen here by its head alone
+    assert recent.first("c", "20261201") == 40
+
+
+def test_heads_to_check_are_those_with_records_kept() -> None:
+    recent = RecentWrites(window_s=60, max_records=4)
+    recent.confirmed(run(0, 3, day="20261129"))
+    recent.confirmed(run(3, 4))  # the older day's records age out
+    assert recent.heads() == [("c", "20261130", 6)]
+    assert recent.head("c", "20261129") == 2
