@@ -219,6 +219,7 @@ class RedisSink:
     def _restore(self, chain: str, day: str, head: int, last: int) -> None:
         """The server holds `chain` on `day` up to `head`, not `last` as it had confirmed:
         write the kept records in between again, in order, and count the rest lost."""
+        self._known_days.clear()  # the days list may be as old as the records: note it again
         kept = [r for r in self.recent.after(chain, day, head) if r.seq <= last]
         start = max(head + 1, self.recent.first(chain, day))
         gone = (kept[0].seq if kept else last + 1) - start
