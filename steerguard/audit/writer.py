@@ -240,15 +240,17 @@ class Writer:
         self.pending = []
 
     def _replay(self) -> None:
+        """Write the spill file's records (this writer's and other writers' of the prefix),
+        in order; the file is emptied only once all are in Redis."""
         batch: list[Sealed] = []
-        for digest, payload in self.spill.read():
-            batch.append(Sealed.from_spill(digest, payload))
-            if len(batch) >= self.sink.batch_size:
+        with self.spill.replaying() as lines:
+            for digest, payload in lines:
+                batch.append(Sealed.from_spill(digest, payload))
+                if len(batch) >= self.sink.batch_size:
+                    self._replay_batch(batch)
+                    batch = []
+            if batch:
                 self._replay_batch(batch)
-                batch = []
-        if batch:
-            self._replay_batch(batch)
-        self.spill.clear()
 
     def _replay_batch(self, batch: list[Sealed]) -> None:
         self.counters.replayed += self.sink.write(batch)
