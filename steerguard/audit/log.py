@@ -50,11 +50,26 @@ def hmac_key(config: AuditConfig, *, create: bool = True) -> bytes:
             "--user-ref"
         )
     if not path.exists():
+        # Workers of one service may start together: the key appears whole (written aside,
+        # then linked into place) or not at all, and the one linked first is everyone's.
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        aside = path.with_name(f".hmac.key.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_hex(32))
-    return path.read_text().strip().encode()
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(aside, path)
+        except FileExistsError:
+            pass
+        finally:
+            aside.unlink()
+    key = path.read_text().strip()
+    if not key:
+        raise AuditConfigError(f"user HMAC key file {path} is empty; restore the writer's key "
+                               "or set STEERGUARD_AUDIT_HMAC_KEY")
+    return key.encode()
 
 
 def _outcome(value: OutcomeLike) -> Outcome:

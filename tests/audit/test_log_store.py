@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -239,3 +240,33 @@ def test_a_reader_without_the_writers_key_is_told_so(config: AuditConfig, tmp_pa
     with pytest.raises(AuditConfigError, match=r"hmac\.key does not exist"):
         store.query(user="alice")
     assert not (tmp_path / "elsewhere" / "audit" / "hmac.key").exists()
+
+
+def _key_when_all_start(barrier: Any, config: AuditConfig, out: Any) -> None:
+    from steerguard.audit.log import hmac_key
+
+    barrier.wait()
+    try:
+        out.put(hmac_key(config).decode())
+    except Exception as exc:
+        out.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_workers_starting_together_share_one_user_key(tmp_path: Path) -> None:
+    """Each worker process of a service makes the key if it is missing: they must all end
+    up with the same one, and none may read it half-written or fail on the others' file."""
+    import multiprocessing
+
+    config = AuditConfig(home=tmp_path, redis_url="redis://127.0.0.1:1/0")
+    ctx = multiprocessing.get_context("fork")
+    barrier, out = ctx.Barrier(8), ctx.Queue()
+    workers = [ctx.Process(target=_key_when_all_start, args=(barrier, config, out))
+               for _ in range(8)]
+    for w in workers:
+        w.start()
+    keys = [out.get(timeout=30) for _ in workers]
+    for w in workers:
+        w.join(10)
+    assert len(set(keys)) == 1 and len(keys[0]) == 64, keys
+    assert sorted(p.name for p in (tmp_path / "audit").iterdir()) == ["hmac.key"]
+    assert (tmp_path / "audit" / "hmac.key").stat().st_mode & 0o777 == 0o600
