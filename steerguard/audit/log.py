@@ -124,6 +124,7 @@ class AuditLog:
             checkpoint_interval_s=self.config.checkpoint_interval_s,
             retry_initial_s=self.config.retry_initial_s,
             retry_max_s=self.config.retry_max_s,
+            revive=self._embedded.ensure if self._embedded is not None else None,
         )
         self._builder = builder
         # A log nobody closed still flushes at interpreter exit (before an embedded server,

@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -61,6 +62,7 @@ class Writer:
         checkpoint_interval_s: float,
         retry_initial_s: float,
         retry_max_s: float,
+        revive: Callable[[], object] | None = None,
     ) -> None:
         self.sink = sink
         self.builder = builder
@@ -70,6 +72,7 @@ class Writer:
         self.checkpoint_interval_s = checkpoint_interval_s
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
+        self.revive = revive  # starts the embedded server again if it is gone (see log.py)
 
         self.queue: deque[RequestItem] = deque()
         self.wake = threading.Event()
@@ -262,6 +265,11 @@ class Writer:
         self.last_error = f"{type(exc).__name__}: {exc}"
         if not isinstance(exc, _TRANSIENT):
             log.error("audit write failed (will retry): %s", self.last_error)
+        elif self.revive is not None:
+            try:  # the process that had started the shared embedded server has exited
+                self.revive()
+            except Exception as revive_exc:
+                log.error("audit: cannot start the embedded server again: %s", revive_exc)
         self._next_try = time.monotonic() + self._delay
         self._delay = min(self._delay * 2, self.retry_max_s)
 

@@ -23,3 +23,30 @@ def test_embedded_valkey_with_aof_survives_a_restart(tmp_path: Path,
         assert store.verify().ok
     finally:
         store.close()
+
+
+def test_a_process_sharing_the_server_starts_it_again(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Worker processes share the embedded server; the one that started it stops it when it
+    exits. The others' writers start it again (from its AOF) instead of spilling forever."""
+    monkeypatch.delenv("STEERGUARD_REDIS_URL", raising=False)
+    cfg = AuditConfig(home=tmp_path, retry_initial_s=0.02, retry_max_s=0.1,
+                      spill_fsync=False)
+    first = AuditLog(cfg)  # starts the server
+    ids = first.record(f.decision(1), None, user_id="alice")
+    assert first.flush(5)
+    other = AuditLog(cfg)  # shares it
+    assert other._embedded is not None and other._embedded._server is None
+    first.close()  # stops it
+    for i in range(2, 6):
+        ids += other.record(f.decision(i), None, user_id="alice")
+    assert other.flush(15), other.counters
+    assert other._embedded._server is not None  # it owns the server now
+    counters = other.close()
+    assert counters.dropped == 0
+    store = AuditStore.from_config(cfg)
+    try:
+        assert [r.record_id for r in store.query(user="alice").records] == ids
+        assert store.verify().ok
+    finally:
+        store.close()
