@@ -8,24 +8,32 @@ from pathlib import Path
 from steerguard.audit import AuditConfig, AuditLog, AuditStore
 from steerguard.audit.keys import KeySpace
 from steerguard.audit.lua import WRITE_BATCH
-from steerguard.audit.sink import RedisSink
+from steerguard.audit.sink import RedisSink, Sealed
 
 from . import factories as f
 from .conftest import OwnServer
 
 
-def test_a_batch_behind_a_failed_one_waits_for_it(own_server: OwnServer, tmp_path: Path) -> None:
-    cfg = AuditConfig(redis_url=own_server.url, key_prefix="sg", home=tmp_path,
-                      spill_fsync=False)
+def sealed(server: OwnServer, home: Path, requests: int
+           ) -> tuple[AuditConfig, AuditLog, list[str], list[Sealed]]:
+    """A log that is not started, its records' ids, and its records sealed but not written
+    (taken from the writer, so that closing the log writes nothing)."""
+    cfg = AuditConfig(redis_url=server.url, key_prefix="sg", home=home, spill_fsync=False)
     log = AuditLog(cfg, start=False)
     ids: list[str] = []
-    for i in range(8):
+    for i in range(requests):
         d = f.decision(i)
         ids.extend(log.record(d, f.result(d), user_id="u", session_id="s"))
     writer = log._writer
     writer._seal_queued()
-    first, second = writer.pending[:12], writer.pending[12:]
-    assert {r.day for r in writer.pending} == {first[0].day}  # one chain, one day
+    records, writer.pending = writer.pending, []
+    assert {r.day for r in records} == {records[0].day}  # one chain, one day
+    return cfg, log, ids, records
+
+
+def test_a_batch_behind_a_failed_one_waits_for_it(own_server: OwnServer, tmp_path: Path) -> None:
+    cfg, log, ids, records = sealed(own_server, tmp_path, 8)
+    first, second = records[:12], records[12:]
 
     client = own_server.client()
     sink = RedisSink(client, KeySpace("sg"), batch_size=512)
@@ -37,7 +45,6 @@ def test_a_batch_behind_a_failed_one_waits_for_it(own_server: OwnServer, tmp_pat
     assert b.wait() == len(second)
     sink.release()
 
-    writer.pending = []
     store = AuditStore(client, cfg)
     assert [r.record_id for r in store.iter_records()] == ids
     assert store.verify().ok
@@ -80,17 +87,8 @@ def test_a_pipelined_batch_finds_records_the_server_lost_and_writes_them_first(
         own_server: OwnServer, tmp_path: Path) -> None:
     """The server comes back without records it acknowledged: the next pipelined batch names
     the head it follows, is refused, and the lost records are written again before it."""
-    cfg = AuditConfig(redis_url=own_server.url, key_prefix="sg", home=tmp_path,
-                      spill_fsync=False)
-    log = AuditLog(cfg, start=False)
-    ids: list[str] = []
-    for i in range(12):
-        d = f.decision(i)
-        ids.extend(log.record(d, f.result(d), user_id="u", session_id="s"))
-    writer = log._writer
-    writer._seal_queued()
-    a, b, c = writer.pending[:12], writer.pending[12:24], writer.pending[24:]
-    writer.pending = []
+    cfg, log, ids, records = sealed(own_server, tmp_path, 12)
+    a, b, c = records[:12], records[12:24], records[24:]
 
     sink = RedisSink(own_server.client(), KeySpace("sg"), batch_size=512)
     assert sink.write(a) == len(a)
