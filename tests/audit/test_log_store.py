@@ -258,6 +258,8 @@ def test_workers_starting_together_share_one_user_key(tmp_path: Path) -> None:
     import multiprocessing
 
     config = AuditConfig(home=tmp_path, redis_url="redis://127.0.0.1:1/0")
+    # fork: a spawned child would import all of steerguard (seconds each); the child only
+    # makes a file and puts a string on a queue
     ctx = multiprocessing.get_context("fork")
     barrier, out = ctx.Barrier(8), ctx.Queue()
     workers = [ctx.Process(target=_key_when_all_start, args=(barrier, config, out))
