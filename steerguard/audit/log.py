@@ -102,31 +102,14 @@ class AuditLog:
             client, self._embedded = connect(self.config)
         self.client = client
         self.keys = KeySpace(self.config.key_prefix)
-        host = socket.gethostname().split(".")[0][:16] or "host"
-        self.chain_id = f"{host}-{os.getpid()}-{secrets.token_hex(4)}"
-        self._ids = itertools.count()
         self._closed = False
-        builder = RecordBuilder(
+        self._builder = RecordBuilder(
             hmac_key(self.config),
             Masker(self.config.mask_rules, masker),
             store_user_id=self.config.store_user_id,
             store_text=self.config.store_text,
         )
-        self._writer = Writer(
-            sink=RedisSink(client, self.keys, self.config.batch_size,
-                           RecentWrites(self.config.rewrite_window_s,
-                                        self.config.rewrite_window_records)),
-            builder=builder,
-            chain=ChainHead(self.chain_id),
-            spill=SpillFile(self.config.resolved_spill_path, self.config.spill_max_bytes,
-                            self.config.spill_fsync),
-            checkpoint_path=self.config.resolved_checkpoint_path,
-            checkpoint_interval_s=self.config.checkpoint_interval_s,
-            retry_initial_s=self.config.retry_initial_s,
-            retry_max_s=self.config.retry_max_s,
-            revive=self._embedded.ensure if self._embedded is not None else None,
-        )
-        self._builder = builder
+        self._begin_chain()
         # A log nobody closed still flushes at interpreter exit (before an embedded server,
         # registered earlier, is stopped): queued records are written or spilled, not lost.
         ref = weakref.ref(self)
@@ -136,9 +119,47 @@ class AuditLog:
             if log is not None:
                 log.close()
 
+        def after_fork_in_child() -> None:
+            log = ref()
+            if log is not None:
+                log._forked()
+
         self._close_at_exit = close_at_exit
         atexit.register(close_at_exit)
+        os.register_at_fork(after_in_child=after_fork_in_child)
         if start:
+            self._writer.start()
+
+    def _begin_chain(self) -> None:
+        """A chain of this process's own, and the writer that seals records into it."""
+        host = socket.gethostname().split(".")[0][:16] or "host"
+        self.chain_id = f"{host}-{os.getpid()}-{secrets.token_hex(4)}"
+        self._ids = itertools.count()
+        cfg = self.config
+        self._writer = Writer(
+            sink=RedisSink(self.client, self.keys, cfg.batch_size,
+                           RecentWrites(cfg.rewrite_window_s, cfg.rewrite_window_records)),
+            builder=self._builder,
+            chain=ChainHead(self.chain_id),
+            spill=SpillFile(cfg.resolved_spill_path, cfg.spill_max_bytes, cfg.spill_fsync),
+            checkpoint_path=cfg.resolved_checkpoint_path,
+            checkpoint_interval_s=cfg.checkpoint_interval_s,
+            retry_initial_s=cfg.retry_initial_s,
+            retry_max_s=cfg.retry_max_s,
+            revive=self._embedded.ensure if self._embedded is not None else None,
+        )
+
+    def _forked(self) -> None:
+        """In a child process made by fork (a pre-forking server that built the app first):
+        the parent's writer thread did not come along, and its chain and queue are the
+        parent's (the same seqs written from two processes would fork the chain). The child
+        starts a chain and a writer of its own, and never stops the parent's embedded
+        server."""
+        started = self._writer.started
+        if self._embedded is not None:
+            self._embedded.disown()
+        self._begin_chain()
+        if started and not self._closed:
             self._writer.start()
 
     # ---- the request path ---------------------------------------------------------------

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,6 +49,41 @@ def test_a_process_sharing_the_server_starts_it_again(tmp_path: Path,
     store = AuditStore.from_config(cfg)
     try:
         assert [r.record_id for r in store.query(user="alice").records] == ids
+        assert store.verify().ok
+    finally:
+        store.close()
+
+
+PREFORK = """
+import os, sys
+from steerguard.audit import AuditConfig, AuditLog
+from tests.audit import factories as f
+
+log = AuditLog(AuditConfig(home=sys.argv[1]))  # starts the embedded server
+log.record(f.decision(0), None, user_id="parent")
+assert log.flush(5)
+pid = os.fork()
+if pid == 0:  # a worker that exits normally: every exit handler it inherited runs
+    log.record(f.decision(1), None, user_id="child")
+    sys.exit(0 if log.flush(5) else 1)
+_, status = os.waitpid(pid, 0)
+log.record(f.decision(2), None, user_id="parent")
+print(os.waitstatus_to_exitcode(status), log.flush(5), log.counters.write_errors)
+"""
+
+
+def test_a_forked_worker_that_exits_leaves_the_embedded_server_running(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STEERGUARD_REDIS_URL", raising=False)
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", PREFORK, str(tmp_path)], cwd=root,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "True", "0"], done.stderr
+    store = AuditStore.from_config(AuditConfig(home=tmp_path))
+    try:
+        users = [r.user_ref for r in store.query(kind="decision").records]
+        assert users == [store.user_ref(u) for u in ("parent", "child", "parent")]
         assert store.verify().ok
     finally:
         store.close()

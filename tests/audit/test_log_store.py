@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -272,3 +273,39 @@ def test_workers_starting_together_share_one_user_key(tmp_path: Path) -> None:
     assert len(set(keys)) == 1 and len(keys[0]) == 64, keys
     assert sorted(p.name for p in (tmp_path / "audit").iterdir()) == ["hmac.key"]
     assert (tmp_path / "audit" / "hmac.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_forked_worker_writes_its_own_chain(config: AuditConfig) -> None:
+    """A pre-forking server builds the app (and its log) and then forks workers: each child
+    gets a writer and a chain of its own; the parent's queue stays the parent's."""
+    log = AuditLog(config)
+    ids = log.record(f.decision(0), None, user_id="parent", session_id="fork")
+    assert log.flush(5)
+    queued_at_fork = log.record(f.decision(1), None, user_id="parent", session_id="fork")
+    pid = os.fork()
+    if pid == 0:  # the worker: exit status 0 only if its records reached Redis
+        ok = False
+        try:
+            mine = [log.record(f.decision(i), None, user_id="child", session_id="fork")
+                    for i in range(2, 5)]
+            ok = (log.chain_id.split("-")[1] == str(os.getpid()) and log.flush(10)
+                  and log.counters.written == 9 and all(mine))
+            log.close()
+        finally:
+            os._exit(0 if ok else 1)
+    try:
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        ids += queued_at_fork
+        assert log.flush(5)
+    finally:
+        log.close()  # before the prefix's keys are deleted, even when failing
+
+    store = AuditStore(redis.Redis.from_url(config.redis_url), config)
+    records = store.query(session="fork", limit=100).records
+    chains = {r.chain for r in records}
+    assert len(records) == 15 and len(chains) == 2  # 2 requests + 3 of the child's, 3 each
+    assert [r.record_id for r in records if r.chain == log.chain_id] == ids
+    report = store.verify()
+    assert report.ok and report.records == 15, report.first
+    assert log.counters.rewritten == 0
