@@ -9,9 +9,11 @@ everything per request lives in `Request` and `Turn`, so one pipeline serves man
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,12 +139,25 @@ class SteeringPipeline:
         self.audit = audit
         # The global OpenTelemetry API unless given: a no-op until the application sets an SDK.
         self.telemetry = telemetry or get_telemetry()
+        self._unobserve_audit: Callable[[], None] | None = None
         if audit is not None:  # queue depth and written/spilled/dropped, read at collection
-            self.telemetry.metrics.observe_audit(audit_log_stats(audit), source=audit.chain_id)
+            self._observe_audit()
+            # A forked worker's log takes a chain of its own (AuditLog._forked, registered
+            # first, so it runs first): its metrics follow under that chain's id.
+            ref = weakref.ref(self)
+            os.register_at_fork(after_in_child=lambda: _observe_audit_again(ref))
         self._given_probes = dict(probes) if probes is not None else {}
         # Per bundle content hash, so a hot reload that changes a condition gets new probes.
         self._probes: dict[str, dict[str, ActivationProbe]] = {}
         self._probes_lock = threading.Lock()
+
+    def _observe_audit(self) -> None:
+        """Observe the audit log's counters under its chain id (replacing an earlier one)."""
+        assert self.audit is not None
+        if self._unobserve_audit is not None:
+            self._unobserve_audit()
+        self._unobserve_audit = self.telemetry.metrics.observe_audit(
+            audit_log_stats(self.audit), source=self.audit.chain_id)
 
     # stages -----------------------------------------------------------------------------
 
@@ -482,3 +497,9 @@ class SteeringPipeline:
 def default_bundle_path() -> Path:
     """The shipped support bundle (policies/support in the repository)."""
     return Path(__file__).resolve().parent.parent / "policies" / "support"
+
+
+def _observe_audit_again(ref: weakref.ReferenceType[SteeringPipeline]) -> None:
+    pipeline = ref()
+    if pipeline is not None:
+        pipeline._observe_audit()

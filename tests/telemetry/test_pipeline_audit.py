@@ -144,3 +144,30 @@ def test_audit_records_carry_exported_span_ids(engine, audit: AuditLog, otel: Ot
     assert a.METRIC_AUDIT_WRITTEN in names
     (written,) = names[a.METRIC_AUDIT_WRITTEN].data.data_points
     assert written.value == expected  # type: ignore[union-attr]
+
+
+def test_a_forked_worker_reports_audit_metrics_under_its_own_chain(
+        engine, audit: AuditLog, otel: Otel) -> None:
+    """The child's log takes a chain of its own at fork; the pipeline's audit metrics follow
+    it, so workers do not report under one label (the parent's)."""
+    import os
+
+    pipeline = SteeringPipeline(engine, PolicyEngine(load_bundle_text(BUNDLE, "bundle.yaml")),
+                                audit, telemetry=otel.telemetry)
+    parent_chain = audit.chain_id
+
+    def sources() -> set[object]:
+        metric = otel.metrics()[a.METRIC_AUDIT_WRITTEN]
+        return {dict(p.attributes or {})[a.AUDIT_SOURCE] for p in metric.data.data_points}
+
+    assert sources() == {parent_chain} and pipeline.audit is audit
+    pid = os.fork()
+    if pid == 0:
+        ok = False
+        try:
+            ok = audit.chain_id != parent_chain and sources() == {audit.chain_id}
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert sources() == {parent_chain}
