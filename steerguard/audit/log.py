@@ -103,6 +103,7 @@ class AuditLog:
         self.client = client
         self.keys = KeySpace(self.config.key_prefix)
         self._closed = False
+        self._start_on_record = False  # see _forked
         self._builder = RecordBuilder(
             hmac_key(self.config),
             Masker(self.config.mask_rules, masker),
@@ -159,8 +160,9 @@ class AuditLog:
         if self._embedded is not None:
             self._embedded.disown()
         self._begin_chain()
-        if started and not self._closed:
-            self._writer.start()
+        # Started by the first record(): a child that never records (a pool worker, a data
+        # loader) gets no thread.
+        self._start_on_record = started and not self._closed
 
     # ---- the request path ---------------------------------------------------------------
     def record(
@@ -189,6 +191,9 @@ class AuditLog:
             gen, reports = None, result
         n = len(reports) if reports else len(planned(decision))
         w = self._writer
+        if self._start_on_record:
+            self._start_on_record = False
+            w.start()
         busy = self._closed or len(w.queue) >= self.config.max_queue or w.no_sink
         if busy and not self._admit(n + 1):
             return []
