@@ -20,12 +20,19 @@ if TYPE_CHECKING:
     from steerguard.audit.sink import Sealed
 
 
+# Defaults (AuditConfig.rewrite_window_s / _records): a killed server loses up to about two
+# seconds; 4096 records hold that at 2k records/s, and more costs the writer (its payloads
+# outgrow the CPU caches: docs/audit.md, Performance).
+WINDOW_S = 10.0
+WINDOW_RECORDS = 4096
+
+
 class RecentWrites:
     """Runs of records Redis confirmed, for `window_s` seconds and at most `max_records`
     records, and each (chain, day)'s first and last confirmed seq (kept after the records
     age out, so that a loss beyond the window can still be counted)."""
 
-    def __init__(self, window_s: float, max_records: int) -> None:
+    def __init__(self, window_s: float = WINDOW_S, max_records: int = WINDOW_RECORDS) -> None:
         self.window_s = window_s
         self.max_records = max_records
         self._runs: deque[tuple[float, Sequence[Sealed]]] = deque()

@@ -107,7 +107,7 @@ class RedisSink:
         self.client = client
         self.keys = keys
         self.batch_size = batch_size
-        self.recent = recent or RecentWrites(window_s=10.0, max_records=4096)
+        self.recent = recent or RecentWrites()
         self.rewritten = 0  # records the server lost after acknowledging them, written again
         self.lost = 0  # ... that were no longer kept in `recent`: gone
         self.cluster = not isinstance(client, redis.Redis)
