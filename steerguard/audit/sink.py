@@ -110,6 +110,7 @@ class RedisSink:
         self.recent = recent or RecentWrites()
         self.rewritten = 0  # records the server lost after acknowledging them, written again
         self.lost = 0  # ... that were no longer kept in `recent`: gone
+        self._gaps: set[tuple[str, str, int]] = set()  # (chain, day, first seq) counted lost
         self.cluster = not isinstance(client, redis.Redis)
         self._sha = hashlib.sha1(WRITE_BATCH.encode()).hexdigest()
         self._known_days: set[str] = set()
@@ -223,7 +224,8 @@ class RedisSink:
         kept = [r for r in self.recent.after(chain, day, head) if r.seq <= last]
         start = max(head + 1, self.recent.first(chain, day))
         gone = (kept[0].seq if kept else last + 1) - start
-        if gone > 0:
+        if gone > 0 and (chain, day, start) not in self._gaps:  # a retry finds the same gap
+            self._gaps.add((chain, day, start))
             self.lost += gone
             log.error("audit: Redis lost %d records of chain %s on %s (seq %d to %d) after "
                       "acknowledging them, and they are no longer kept to write again; "

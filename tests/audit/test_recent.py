@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from steerguard.audit.recent import RecentWrites
 from steerguard.audit.sink import Sealed
 
@@ -59,3 +61,32 @@ def test_heads_to_check_are_those_with_records_kept() -> None:
     recent.confirmed(run(3, 4))  # the older day's records age out
     assert recent.heads() == [("c", "20261130", 6)]
     assert recent.head("c", "20261129") == 2
+
+
+def test_a_gap_is_counted_once_when_a_retry_writes_the_rest() -> None:
+    """Records past the window are counted lost once, even when writing the kept ones again
+    fails and is retried (the mechanics only: Redis's replies are scripted here)."""
+    import redis
+
+    from steerguard.audit.keys import KeySpace
+    from steerguard.audit.sink import RedisSink
+
+    recent = RecentWrites(window_s=60, max_records=3)
+    recent.confirmed(run(0, 3))
+    recent.confirmed(run(3, 3))  # seqs 0-2 age out of the window
+    sink = RedisSink(redis.Redis(port=1), KeySpace("sg"), batch_size=2, recent=recent)
+    calls: list[list[int]] = []
+
+    def call(day: str, chain: str, part: list[Sealed], expect: int) -> tuple[bool, int]:
+        calls.append([r.seq for r in part])
+        if len(calls) == 1:
+            raise redis.ConnectionError("gone again")
+        return True, part[-1].seq
+
+    sink._call = call  # type: ignore[method-assign]
+    with pytest.raises(redis.ConnectionError):
+        sink._restore("c", "20261130", -1, 5)  # the server came back empty
+    sink._restore("c", "20261130", -1, 5)
+    assert (sink.lost, sink.rewritten) == (3, 3)
+    assert calls == [[3, 4], [3, 4], [5]]
+    assert recent.head("c", "20261130") == 5
