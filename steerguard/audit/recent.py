@@ -71,7 +71,7 @@ class RecentWrites:
         """(chain, day, last confirmed seq) of each chain and day with records kept here.
         Older days are left out: what the server holds of them is long durable, and
         retention may have deleted them on purpose."""
-        kept = {(r.chain, r.day): None for _, run in self._runs for r in (run[0], run[-1])}
+        kept = {(run[0].chain, run[0].day): None for _, run in self._runs}  # in order
         return [(chain, day, self._spans[chain, day][1]) for chain, day in kept
                 if (chain, day) in self._spans]
 

@@ -89,6 +89,8 @@ def _drop_torn_tail(fd: int) -> int:
     """Cut a last line a crash left unfinished (its record was never confirmed anywhere; the
     next line must not be glued to it); returns the size after."""
     size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return size  # the usual case: whole lines only
     end = size
     while end > 0:
         chunk = os.pread(fd, min(end, 4096), end - min(end, 4096))

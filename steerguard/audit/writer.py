@@ -177,7 +177,7 @@ class Writer:
     def _deliver(self) -> None:
         try:
             if not self.redis_ok:  # back after a failure: had the server lost anything?
-                self._check()
+                self.sink.check()
             if not self.spill.empty:
                 self._replay()
             if self.pending:  # sealed before (perhaps sent before a failure): one by one
@@ -192,14 +192,8 @@ class Writer:
         finally:
             self._count_rewrites()
 
-    def _check(self) -> None:
-        """Write again what the server lost after acknowledging it (see recent.py)."""
-        try:
-            self.sink.check()
-        finally:
-            self._count_rewrites()
-
     def _count_rewrites(self) -> None:
+        """The sink's count of records the server lost (see recent.py), as counters."""
         self.counters.rewritten = self.sink.rewritten
         self.counters.lost_by_server = self.sink.lost
 
@@ -319,10 +313,12 @@ class Writer:
                 self._deliver()
             if self.redis_ok and not self.pending:
                 try:  # a loss while the writer was idle is otherwise never found
-                    self._check()
+                    self.sink.check()
                 except Exception as exc:
                     log.error("audit: cannot compare chain heads with Redis at shutdown: %s",
                               exc)
+                finally:
+                    self._count_rewrites()
             self._spill_pending()
             if self.pending:
                 log.error("audit: %d records lost at shutdown (no Redis, no spill)",
