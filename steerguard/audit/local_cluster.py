@@ -1,6 +1,6 @@
-"""A throwaway Redis Cluster on this machine: three masters, no replicas, on spare ports,
-nothing kept on disk. For the tests and the benchmark (`bench_audit.py --cluster`), and for
-trying `cluster: true` without a real deployment."""
+"""A throwaway Redis Cluster on this machine: three masters (and, if asked, a replica of
+each) on spare ports, nothing kept on disk. For the tests and the benchmark
+(`bench_audit.py --cluster`), and for trying `cluster: true` without a real deployment."""
 
 from __future__ import annotations
 
@@ -63,16 +63,19 @@ def _outgoing_ports_start() -> int:
 
 
 class LocalCluster:
-    """Three masters covering all 16384 slots. Bus ports are chosen too (`cluster-port`):
-    port + 10000 may be taken or past 65535."""
+    """Three masters covering all 16384 slots, with `replicas` replicas each. Bus ports are
+    chosen too (`cluster-port`): port + 10000 may be taken or past 65535. `ports` are the
+    masters as started; `replica_of` names each replica's master (a failover swaps them)."""
 
-    def __init__(self, binary: str, data_dir: Path) -> None:
+    def __init__(self, binary: str, data_dir: Path, replicas: int = 0) -> None:
         self.binary = binary
         self.data_dir = data_dir
-        ports = spare_ports(6)
-        self.ports, self.bus_ports = ports[:3], ports[3:]
+        n = 3 * (1 + replicas)
+        ports = spare_ports(2 * n)
+        self.ports, self.bus_ports = ports[:3], dict(zip(ports[:n], ports[n:], strict=True))
+        self.replica_of = {ports[k]: ports[(k - 3) % 3] for k in range(3, n)}
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
-        self._clients = {p: redis.Redis(port=p, socket_timeout=2) for p in self.ports}
+        self._clients = {p: redis.Redis(port=p, socket_timeout=2) for p in ports[:n]}
 
     def __enter__(self) -> LocalCluster:
         try:
@@ -94,7 +97,7 @@ class LocalCluster:
         return self._clients[port]
 
     def start(self) -> None:
-        for port, bus in zip(self.ports, self.bus_ports, strict=True):
+        for port, bus in self.bus_ports.items():
             d = self.data_dir / str(port)
             d.mkdir(parents=True)
             with open(d / "server.log", "wb") as out:
@@ -102,10 +105,10 @@ class LocalCluster:
                     [self.binary, "--port", str(port), "--cluster-port", str(bus),
                      "--bind", "127.0.0.1", "--dir", str(d), "--cluster-enabled", "yes",
                      "--cluster-config-file", str(d / "nodes.conf"), "--appendonly", "no",
-                     "--save", ""],
+                     "--save", "", "--cluster-node-timeout", "2000"],
                     stdout=out, stderr=subprocess.STDOUT,
                 )
-        for port in self.ports:
+        for port in self.bus_ports:
             self._wait(lambda p=port: self.node(p).ping(), f"node on port {port} to start")
         cli = shutil.which("redis-cli") or shutil.which("valkey-cli")
         if cli:
@@ -119,11 +122,30 @@ class LocalCluster:
             for i, port in enumerate(self.ports):
                 lo, hi = i * 16384 // 3, (i + 1) * 16384 // 3 - 1
                 self.node(port).execute_command("CLUSTER", "ADDSLOTSRANGE", lo, hi)
-            for port, bus in zip(self.ports[1:], self.bus_ports[1:], strict=True):
-                self.node(self.ports[0]).execute_command("CLUSTER", "MEET", "127.0.0.1", port,
-                                                         bus)
+            for port in self.ports[1:]:
+                self._meet(port)
         self._wait(lambda: all(self._state_ok(p) for p in self.ports),
                    "cluster_state:ok on every node")
+        for replica, master in self.replica_of.items():
+            self._meet(replica)
+            master_id = self.node(master).execute_command("CLUSTER", "MYID")
+            # REPLICATE needs the replica to know the master through the bus first
+            self._wait(lambda r=replica, m=master_id: self._replicated(r, m),
+                       f"node on port {replica} to replicate port {master}")
+        for replica in self.replica_of:
+            self._wait(lambda r=replica: self.node(r).info("replication").get(
+                "master_link_status") == "up", f"replica on port {replica} to sync")
+
+    def _meet(self, port: int) -> None:
+        self.node(self.ports[0]).execute_command("CLUSTER", "MEET", "127.0.0.1", port,
+                                                 self.bus_ports[port])
+
+    def _replicated(self, replica: int, master_id: bytes) -> bool:
+        try:
+            self.node(replica).execute_command("CLUSTER", "REPLICATE", master_id)
+        except redis.ResponseError:  # "Unknown node": the bus has not introduced it yet
+            return False
+        return True
 
     def _state_ok(self, port: int) -> bool:
         info = self.node(port).execute_command("CLUSTER", "INFO")

