@@ -34,7 +34,8 @@ from steerguard.audit.chain import ChainHead
 from steerguard.audit.config import DEFAULT_MASKS
 from steerguard.audit.masking import Masker
 from steerguard.audit.records import Outcome, parse_record
-from steerguard.audit.sink import RedisSink, Sealed
+from steerguard.audit.sealed import Sealed
+from steerguard.audit.sink import RedisSink
 from steerguard.canonical import canonical
 
 

@@ -10,8 +10,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from steerguard.audit import recent
 from steerguard.audit.errors import AuditConfigError
+
+# The rewrite window's defaults (recent.py): a killed server loses up to about two seconds;
+# 4096 records hold that at 2k records/s, in about 5 MB.
+REWRITE_WINDOW_S = 10.0
+REWRITE_WINDOW_RECORDS = 4096
 
 OverflowPolicy = Literal["buffer", "block", "refuse"]
 
@@ -92,12 +96,12 @@ class AuditConfig(BaseModel):
     retry_max_s: float = Field(default=2.0, gt=0)
     socket_timeout_s: float = Field(default=2.0, gt=0)
     rewrite_window_s: float = Field(
-        default=recent.WINDOW_S, ge=0,
+        default=REWRITE_WINDOW_S, ge=0,
         description="How long the writer keeps records Redis acknowledged, to write them again "
         "if the server loses them (a killed server with appendfsync everysec can lose the "
         "last two seconds; one without persistence, everything).",
     )
-    rewrite_window_records: int = Field(default=recent.WINDOW_RECORDS, ge=0,
+    rewrite_window_records: int = Field(default=REWRITE_WINDOW_RECORDS, ge=0,
                                         description="At most this many records are kept so.")
     store_user_id: bool = False
     user_hmac_key: SecretStr | None = None

@@ -14,17 +14,28 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from steerguard.audit.sink import Sealed
+from steerguard.audit.config import REWRITE_WINDOW_RECORDS, REWRITE_WINDOW_S
+from steerguard.audit.sealed import Sealed
 
 
-# Defaults (AuditConfig.rewrite_window_s / _records): a killed server loses up to about two
-# seconds; 4096 records hold that at 2k records/s, and more costs the writer (its payloads
-# outgrow the CPU caches: docs/audit.md, Performance).
-WINDOW_S = 10.0
-WINDOW_RECORDS = 4096
+class _Kept:
+    """A confirmed run as two byte strings: the records' objects are freed at once (kept
+    objects cost the writer more than the copy: their memory goes cold before it is reused)
+    and the rare rewrite parses them back, as a spill file replay does. Canonical JSON holds
+    no raw newline, so one separates the records (the spill file's lines rely on it too)."""
+
+    __slots__ = ("_hashes", "_payloads", "chain", "count", "day", "first")
+
+    def __init__(self, run: Sequence[Sealed]) -> None:
+        self.chain, self.day, self.first, self.count = (run[0].chain, run[0].day, run[0].seq,
+                                                        len(run))
+        self._payloads = b"\n".join([r.payload for r in run])
+        self._hashes = "\n".join([r.hash for r in run])
+
+    def records(self) -> list[Sealed]:
+        return [Sealed.read(h, p) for h, p in
+                zip(self._hashes.split("\n"), self._payloads.split(b"\n"), strict=True)]
 
 
 class RecentWrites:
@@ -32,22 +43,23 @@ class RecentWrites:
     records, and each (chain, day)'s first and last confirmed seq (kept after the records
     age out, so that a loss beyond the window can still be counted)."""
 
-    def __init__(self, window_s: float = WINDOW_S, max_records: int = WINDOW_RECORDS) -> None:
+    def __init__(self, window_s: float = REWRITE_WINDOW_S,
+                 max_records: int = REWRITE_WINDOW_RECORDS) -> None:
         self.window_s = window_s
         self.max_records = max_records
-        self._runs: deque[tuple[float, Sequence[Sealed]]] = deque()
+        self._runs: deque[tuple[float, _Kept]] = deque()
         self._records = 0
         self._spans: dict[tuple[str, str], list[int]] = {}  # (chain, day) -> [first, last]
 
     def confirmed(self, run: Sequence[Sealed]) -> None:
         """`run` (one chain and day, in seq order) is in Redis."""
         now = time.monotonic()
-        self._runs.append((now, run))
+        self._runs.append((now, _Kept(run)))
         self._records += len(run)
         self.set_head(run[-1].chain, run[-1].day, run[-1].seq, first=run[0].seq)
         runs = self._runs
         while runs and (self._records > self.max_records or now - runs[0][0] > self.window_s):
-            self._records -= len(runs.popleft()[1])
+            self._records -= runs.popleft()[1].count
 
     def set_head(self, chain: str, day: str, seq: int, first: int | None = None) -> None:
         """Redis holds `chain` on `day` up to `seq` (and, if new here, from `first` on)."""
@@ -71,11 +83,12 @@ class RecentWrites:
         """(chain, day, last confirmed seq) of each chain and day with records kept here.
         Older days are left out: what the server holds of them is long durable, and
         retention may have deleted them on purpose."""
-        kept = {(run[0].chain, run[0].day): None for _, run in self._runs}  # in order
+        kept = {(run.chain, run.day): None for _, run in self._runs}  # in order
         return [(chain, day, self._spans[chain, day][1]) for chain, day in kept
                 if (chain, day) in self._spans]
 
     def after(self, chain: str, day: str, seq: int) -> list[Sealed]:
         """The kept records of `chain` on `day` with a seq above `seq`, in order."""
-        return [r for _, run in self._runs for r in run
-                if r.seq > seq and r.chain == chain and r.day == day]
+        return [r for _, run in self._runs
+                if run.chain == chain and run.day == day and run.first + run.count - 1 > seq
+                for r in run.records() if r.seq > seq]

@@ -10,47 +10,18 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import hiredis
-import orjson
 import redis
 
-from steerguard.audit.build import Draft, draft_of
 from steerguard.audit.connection import Client, pool_for
-from steerguard.audit.keys import KeySpace, day_of
+from steerguard.audit.keys import KeySpace
 from steerguard.audit.lua import WRITE_BATCH
 from steerguard.audit.recent import RecentWrites
+from steerguard.audit.sealed import Sealed
 
 log = logging.getLogger("steerguard.audit")
-
-
-@dataclass(slots=True)
-class Sealed:
-    """A record with its place in the chain fixed: what goes to Redis or the spill file."""
-
-    payload: bytes
-    hash: str
-    chain: str
-    seq: int
-    ts: int
-    day: str
-    decision: str
-    indexes: tuple[str, ...]
-    aggs: tuple[str, ...]  # "agg:HH\0field"
-
-    @classmethod
-    def of(cls, draft: Draft, payload: bytes, digest: str) -> Sealed:
-        """`draft` once sealed (its body carries chain and seq)."""
-        body = draft.body
-        ts = body["ts"]
-        return cls(payload, digest, body["chain"], body["seq"], ts, day_of(ts),
-                   body["decision_id"], draft.indexes, draft.aggs)
-
-    @classmethod
-    def from_spill(cls, digest: str, payload: bytes) -> Sealed:
-        return cls.of(draft_of(orjson.loads(payload)), payload, digest)
 
 
 def runs(records: Sequence[Sealed], limit: int) -> list[list[Sealed]]:

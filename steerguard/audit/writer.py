@@ -18,7 +18,8 @@ from redis.exceptions import RedisClusterException
 from steerguard.audit.build import RecordBuilder, RequestItem
 from steerguard.audit.chain import ChainHead
 from steerguard.audit.keys import day_of
-from steerguard.audit.sink import RedisSink, Sealed, Ticket
+from steerguard.audit.sealed import Sealed
+from steerguard.audit.sink import RedisSink, Ticket
 from steerguard.audit.spill import SpillFile, SpillFull
 
 log = logging.getLogger("steerguard.audit")
@@ -242,7 +243,7 @@ class Writer:
         batch: list[Sealed] = []
         with self.spill.replaying() as lines:
             for digest, payload in lines:
-                batch.append(Sealed.from_spill(digest, payload))
+                batch.append(Sealed.read(digest, payload))
                 if len(batch) >= self.sink.batch_size:
                     self._replay_batch(batch)
                     batch = []

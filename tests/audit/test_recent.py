@@ -6,12 +6,24 @@ import time
 
 import pytest
 
+from steerguard.audit.build import RecordBuilder, RequestItem
+from steerguard.audit.chain import ChainHead, record_hash
+from steerguard.audit.keys import day_start_ms
+from steerguard.audit.masking import Masker
 from steerguard.audit.recent import RecentWrites
-from steerguard.audit.sink import Sealed
+from steerguard.audit.records import Outcome
+from steerguard.audit.sealed import Sealed
+from steerguard.canonical import canonical
+
+from . import factories as f
 
 
 def sealed(seq: int, day: str = "20261130", chain: str = "c") -> Sealed:
-    return Sealed(b"{}", f"h{seq}", chain, seq, 0, day, "d", (), ())
+    """The least a record must hold to be read back (a decision record matching no rule)."""
+    body = {"kind": "decision", "ts": day_start_ms(day), "chain": chain, "seq": seq,
+            "decision_id": "d", "outcome": {"status": "completed"}, "rules": []}
+    payload = canonical(body)
+    return Sealed.read(record_hash(payload), payload)
 
 
 def run(first: int, n: int, day: str = "20261130", chain: str = "c") -> list[Sealed]:
@@ -26,6 +38,26 @@ def test_keeps_the_newest_records_up_to_the_bound_and_every_head() -> None:
     assert recent.head("c", "20261130") == 29
     assert recent.first("c", "20261130") == 0  # known after its records aged out
     assert recent.head("c", "20261201") == -1 and recent.first("c", "20261201") == -1
+
+
+def test_kept_records_come_back_as_they_were_confirmed() -> None:
+    """The window keeps bytes, not the records' objects, and parses them back to rewrite:
+    what comes back is what was sent, index keys and aggregate fields included."""
+    builder = RecordBuilder(b"k" * 32, Masker([]), store_user_id=False, store_text=False)
+    head, records = ChainHead("c"), []
+    for n in range(4):
+        d = f.decision(n)
+        r = f.result(d)
+        item = RequestItem([f"r{n}-{k}" for k in range(3)], day_start_ms("20261130") + n, d,
+                           r.reports, r, Outcome.completed(), "req", "s", "u", None, "hi",
+                           None, None, None, None)
+        for draft in builder.build(item)[0]:
+            payload, digest = head.seal(draft.body)
+            records.append(Sealed.of(draft, payload, digest))
+    recent = RecentWrites(window_s=60, max_records=100)
+    recent.confirmed(records[:5])
+    recent.confirmed(records[5:])
+    assert recent.after("c", "20261130", 1) == records[2:]
 
 
 def test_records_older_than_the_window_age_out() -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 from steerguard.audit import AuditConfig, AuditLog, AuditStore
 from steerguard.audit.keys import KeySpace
 from steerguard.audit.lua import WRITE_BATCH
-from steerguard.audit.sink import RedisSink, Sealed
+from steerguard.audit.sealed import Sealed
+from steerguard.audit.sink import RedisSink
 
 from . import factories as f
 from .conftest import OwnServer
