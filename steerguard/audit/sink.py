@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
@@ -235,22 +236,25 @@ class RedisSink:
     @staticmethod
     def _argv(tag: str, chain: str, run: list[Sealed], expect: int, *, probe: bool
               ) -> list[Any]:
-        """The script's arguments (lua.py): each distinct key set once, then the records, each
-        naming its set; the script expands sets into index spans and counts."""
-        sets: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
-        records: list[Any] = []
-        for rec in run:
-            key = (rec.indexes, rec.aggs)
-            number = sets.get(key)
-            if number is None:
-                number = sets[key] = str(len(sets) + 1)
-            records += (rec.payload, rec.hash, str(rec.ts), rec.decision, number)
-        argv: list[Any] = [tag, chain, run[0].seq, len(run), expect, int(probe), len(sets)]
-        for indexes, aggs in sets:
-            argv.append(len(indexes))
-            argv += indexes
-            argv.append(len(aggs))
-            for agg in aggs:
-                argv += agg.split("\0", 1)
-        argv += records
+        argv: list[Any] = [tag, chain, run[0].seq, len(run), expect, int(probe)]
+        groups: dict[str, list[int]] = defaultdict(list)  # name -> position, length, ...
+        decisions: dict[str, list[int]] = defaultdict(list)
+        counts: dict[str, int] = defaultdict(int)
+        for pos, rec in enumerate(run, start=1):
+            argv += (rec.payload, rec.hash, rec.ts)
+            for spans in (*(groups[s] for s in rec.indexes), decisions[rec.decision]):
+                if spans and spans[-2] + spans[-1] == pos:  # extends the span before it
+                    spans[-1] += 1
+                else:
+                    spans += (pos, 1)
+            for agg in rec.aggs:
+                counts[agg] += 1
+        for section in (groups, decisions):
+            argv.append(len(section))
+            for name, spans in section.items():
+                argv += (name, len(spans) // 2, *spans)
+        argv.append(len(counts))
+        for agg, n in counts.items():
+            hash_suffix, _, field = agg.partition("\0")
+            argv += (hash_suffix, field, n)
         return argv
