@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import hiredis
+import orjson
 import redis
 from pydantic import BaseModel, ConfigDict
 from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainError
@@ -325,18 +326,35 @@ class AuditStore:
 
     def _scan_stream(self, day: str, lo: int, mark: Mark | None,
                      chunk: int = 500) -> Iterator[tuple[Mark, Record]]:
+        for sid, payload in self._stream_payloads(day, lo, mark[1] if mark else None, chunk):
+            rec = parse_record(payload)
+            yield (rec.ts, sid, 0), rec
+
+    def _stream_payloads(self, day: str, lo: int, after: str | None, chunk: int = 500
+                         ) -> Iterator[tuple[str, bytes]]:
+        """(stream id, stored record) of the day's stream from about `lo` on (or after the
+        stream id `after`), in stream order."""
         stream = self.keys.stream(day)
-        after = mark[1] if mark else None
         start = f"({after}" if after else (
             str(max(lo - _SKEW_MS, day_start_ms(day))) if lo > day_start_ms(day) else "-")
         while True:
             entries = self.client.xrange(stream, start, "+", count=chunk)
             for sid, fields in entries:
-                rec = parse_record(fields[b"r"])
-                yield (rec.ts, sid.decode(), 0), rec
+                yield sid.decode(), fields[b"r"]
             if len(entries) < chunk:
                 return
             start = "(" + entries[-1][0].decode()
+
+    def export_lines(self, *, since: TimeLike = None, until: TimeLike = None
+                     ) -> Iterator[bytes]:
+        """Every record in the time range exactly as stored (its canonical JSON, whose SHA-256
+        is its hash), in stream order: an export that verify.verify_export can check on its
+        own."""
+        lo, hi, days = self._days_for(since, until)
+        for day in days:
+            for _, payload in self._stream_payloads(day, lo, None):
+                if lo <= orjson.loads(payload)["ts"] <= hi:
+                    yield payload
 
     # ---- aggregates ---------------------------------------------------------------------
     def stats(self, *, since: TimeLike = None, until: TimeLike = None,

@@ -24,13 +24,17 @@ ProblemKind = Literal["modified", "deleted", "inserted", "reordered", "truncated
 @dataclass(slots=True)
 class Entry:
     pos: int
-    day: str
-    stream_id: str
+    day: str  # "" for a line of an export file
+    stream_id: str  # or "<file>:<line>"
     chain: str
     seq: int
     prev: str
     hash: str
     hash_ok: bool
+
+    @property
+    def where(self) -> str:
+        return f"{self.day}/{self.stream_id}" if self.day else self.stream_id
 
 
 class Problem(BaseModel):
@@ -63,13 +67,8 @@ def read_day(client: Client, keys: KeySpace, day: str, chunk: int = 2000,
     while True:
         batch = client.xrange(stream, start, "+", count=chunk)
         for sid, fields in batch:
-            r, h = fields.get(b"r", b""), fields.get(b"h", b"").decode()
-            try:
-                body = json.loads(r)
-                chain, seq, prev = str(body["chain"]), int(body["seq"]), str(body["prev"])
-            except (ValueError, KeyError, TypeError):
-                chain, seq, prev = "", -1, ""
-            yield Entry(pos, day, sid.decode(), chain, seq, prev, h, record_hash(r) == h)
+            yield _entry(pos, day, sid.decode(), fields.get(b"r", b""),
+                         fields.get(b"h", b"").decode())
             pos += 1
         if len(batch) < chunk:
             return
@@ -106,7 +105,7 @@ def verify(client: Client, keys: KeySpace, checkpoint_path: Path | None = None
             e.pos = n
             n += 1
             if e.seq < 0:
-                problems.append(Problem(kind="unreadable", where=f"{day}/{e.stream_id}",
+                problems.append(Problem(kind="unreadable", where=e.where,
                                         detail="entry is not an audit record", pos=e.pos))
                 continue
             by_chain[e.chain].append(e)
@@ -128,7 +127,7 @@ def verify(client: Client, keys: KeySpace, checkpoint_path: Path | None = None
                        f"the log ends at seq {last}"))
         elif at is not None and at.hash != head["hash"]:
             problems.append(Problem(
-                kind="modified", chain=chain, seq=head["seq"], where=f"{at.day}/{at.stream_id}",
+                kind="modified", chain=chain, seq=head["seq"], where=at.where,
                 detail="record differs from the checkpointed head hash", pos=at.pos))
     for day, counters in ck_streams.items():
         if day in trimmed_days:
@@ -139,6 +138,56 @@ def verify(client: Client, keys: KeySpace, checkpoint_path: Path | None = None
                         checkpoint=str(checkpoint_path) if checkpoint_path else None)
 
 
+def verify_export(path: Path, checkpoint_path: Path | None = None) -> VerifyReport:
+    """An export (`audit export --format jsonl`: stored records, one per line) verified on its
+    own, away from Redis. A line's SHA-256 is its record's hash, so each chain is walked from
+    its first record in the file: a changed, deleted, inserted or reordered record after it is
+    found as in Redis. What the file cannot show by itself: records cut off before a chain's
+    first line or after its last, and a change to a chain's last record; the checkpoints'
+    heads cover the records they name (compared when `checkpoint_path` is given)."""
+    by_chain: dict[str, list[Entry]] = defaultdict(list)
+    problems: list[Problem] = []
+    n = 0
+    with open(path, "rb") as f:
+        for lineno, line in enumerate(f, start=1):
+            line = line.rstrip(b"\n")
+            if not line.strip():
+                continue
+            e = _entry(n, "", f"{path.name}:{lineno}", line, None)
+            n += 1
+            if e.seq < 0:
+                problems.append(Problem(kind="unreadable", where=e.where,
+                                        detail="line is not an audit record", pos=e.pos))
+            else:
+                by_chain[e.chain].append(e)
+    for chain, entries in by_chain.items():
+        start = entries[0]  # the export may begin in the middle of a chain
+        problems.extend(_walk(chain, entries, {"seq": start.seq - 1, "hash": start.prev}))
+    ck_chains, _ = read_checkpoints(checkpoint_path)
+    for chain, head in ck_chains.items():
+        at = next((e for e in by_chain.get(chain, []) if e.seq == head["seq"]), None)
+        if at is not None and at.hash != head["hash"]:
+            problems.append(Problem(
+                kind="modified", chain=chain, seq=head["seq"], where=at.where,
+                detail="record differs from the checkpointed head hash", pos=at.pos))
+    problems.sort(key=lambda p: p.pos)
+    return VerifyReport(ok=not problems, records=n, chains=len(by_chain), problems=problems,
+                        checkpoint=str(checkpoint_path) if checkpoint_path else None)
+
+
+def _entry(pos: int, day: str, where: str, payload: bytes, stored_hash: str | None) -> Entry:
+    """The chain fields of one stored record (seq -1 when it is not one); with no stored
+    hash (an export's line), its own hash is the record's."""
+    try:
+        body = json.loads(payload)
+        chain, seq, prev = str(body["chain"]), int(body["seq"]), str(body["prev"])
+    except (ValueError, KeyError, TypeError):
+        chain, seq, prev = "", -1, ""
+    digest = record_hash(payload)
+    return Entry(pos, day, where, chain, seq, prev, stored_hash or digest,
+                 stored_hash is None or digest == stored_hash)
+
+
 def _walk(chain: str, entries: list[Entry], anchor: dict | None) -> list[Problem]:
     problems: list[Problem] = []
     expect, prev = (anchor["seq"] + 1, anchor["hash"]) if anchor else (0, GENESIS)
@@ -146,7 +195,7 @@ def _walk(chain: str, entries: list[Entry], anchor: dict | None) -> list[Problem
     done: set[int] = set()
 
     def report(kind: ProblemKind, e: Entry, seq: int, detail: str) -> None:
-        problems.append(Problem(kind=kind, chain=chain, seq=seq, where=f"{e.day}/{e.stream_id}",
+        problems.append(Problem(kind=kind, chain=chain, seq=seq, where=e.where,
                                 detail=detail, pos=e.pos))
 
     for e in entries:

@@ -86,7 +86,7 @@ class LogWatcher:
                 e.pos = n
                 n += 1
                 if e.seq < 0:
-                    problems.append(Problem(kind="unreadable", where=f"{day}/{e.stream_id}",
+                    problems.append(Problem(kind="unreadable", where=e.where,
                                             detail="entry is not an audit record", pos=e.pos))
                 else:
                     by_chain[e.chain].append(e)

@@ -22,6 +22,7 @@ from rich.table import Table
 from steerguard.audit import AuditConfig, AuditStore
 from steerguard.audit.errors import AuditError
 from steerguard.audit.records import DecisionRecord, InterventionRecord
+from steerguard.audit.verify import verify_export
 from steerguard.audit.watch import LogWatcher, WatchPass
 from steerguard.cli.common import err_console
 from steerguard.errors import SteerguardError
@@ -32,9 +33,10 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 def _errors(func: Callable[P, R]) -> Callable[P, R]:
-    """One red line instead of a traceback: configuration mistakes, and Redis refusing or
-    unreachable (wrong URL, credentials, ACL). redis-py raises RedisClusterException, not a
-    RedisError, when no node of a cluster answers."""
+    """One red line instead of a traceback: configuration mistakes, files that cannot be
+    read or written, and Redis refusing or unreachable (wrong URL, credentials, ACL).
+    redis-py raises RedisClusterException, not a RedisError, when no node of a cluster
+    answers."""
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -45,6 +47,8 @@ def _errors(func: Callable[P, R]) -> Callable[P, R]:
         except (redis.RedisError, RedisClusterException) as exc:
             err_console.print(f"[bold red]error:[/] Redis: {type(exc).__name__}: {exc}",
                               soft_wrap=True)
+        except OSError as exc:  # a file to read or write (--file, --output, --checkpoint)
+            err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
         raise typer.Exit(2)
 
     return wrapper
@@ -183,10 +187,20 @@ def _counts(d: dict[str, int]) -> str:
 def verify(checkpoint: Annotated[Path | None, typer.Option(help="checkpoint file")] = None,
            write_checkpoint: Annotated[bool, typer.Option(
                "--write-checkpoint", help="append a checkpoint when the log verifies")] = False,
+           file: Annotated[Path | None, typer.Option(
+               "--file", help="verify this export (audit export --format jsonl), not Redis")
+           ] = None,
            config: ConfigOpt = None) -> None:
     """Walk every chain; report the first modified, deleted, inserted or reordered record."""
-    store = _store(config)
-    report = store.verify(checkpoint)
+    if file is not None:
+        if write_checkpoint:
+            raise typer.BadParameter("--write-checkpoint checkpoints Redis, not an export file")
+        if not file.is_file():
+            raise typer.BadParameter(f"--file {file}: no such file")
+        report = verify_export(file, checkpoint)
+    else:
+        store = _store(config)
+        report = store.verify(checkpoint)
     if report.ok:
         console.print(f"[green]ok[/green]: {report.records} records in {report.chains} chains "
                       f"(checkpoints: {report.checkpoint})")
@@ -245,21 +259,29 @@ def export(fmt: Annotated[str, typer.Option("--format", help="jsonl or csv")] = 
            since: str | None = None, until: str | None = None,
            output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
            config: ConfigOpt = None) -> None:
-    """Every record in the time range, as JSON lines or CSV."""
+    """Every record in the time range: JSON lines exactly as stored (each line's SHA-256 is
+    the record's hash: `audit verify --file` checks an export on its own), or CSV."""
     if fmt not in ("jsonl", "csv"):
         raise typer.BadParameter(f"--format must be jsonl or csv, not {fmt!r}")
     store = _store(config)
+    if fmt == "jsonl":
+        lines = store.export_lines(since=_time(since), until=_time(until))
+        raw = open(output, "wb") if output else sys.stdout.buffer  # noqa: SIM115
+        try:
+            for line in lines:
+                raw.write(line + b"\n")
+            raw.flush()
+        finally:
+            if output:
+                raw.close()
+        return
     records = store.iter_records(since=_time(since), until=_time(until))
     out = open(output, "w", newline="") if output else sys.stdout  # noqa: SIM115
     try:
-        if fmt == "jsonl":
-            for rec in records:
-                out.write(rec.model_dump_json() + "\n")
-        else:
-            writer = csv.DictWriter(out, fieldnames=CSV_FIELDS)
-            writer.writeheader()
-            for rec in records:
-                writer.writerow(_row(rec))
+        writer = csv.DictWriter(out, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        for rec in records:
+            writer.writerow(_row(rec))
     finally:
         if output:
             out.close()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -34,3 +35,29 @@ def test_cli_query_stats_verify_export(config: AuditConfig,
     assert csv_out[0].startswith("ts,kind,record_id") and len(csv_out) == 10
     assert len(run(app, ["export"]).output.splitlines()) == 9
     assert run(app, ["export", "--format", "xml"]).exit_code != 0
+
+
+def test_cli_export_then_verify_the_file(config: AuditConfig, monkeypatch: pytest.MonkeyPatch,
+                                         tmp_path: Path) -> None:
+    with AuditLog(config) as log:
+        for i in range(2):
+            d = f.decision(i)
+            log.record(d, f.result(d), user_id="bob")
+        assert log.flush(5)
+    monkeypatch.setenv("STEERGUARD_REDIS_URL", config.redis_url or "")
+    monkeypatch.setenv("STEERGUARD_AUDIT_PREFIX", config.key_prefix)
+    monkeypatch.setenv("STEERGUARD_HOME", str(config.home))
+    run = CliRunner().invoke
+    out = tmp_path / "audit.jsonl"
+    assert run(app, ["export", "-o", str(out)]).exit_code == 0
+    res = run(app, ["verify", "--file", str(out)])
+    assert res.exit_code == 0 and "6 records in 1 chains" in res.output, res.output
+    lines = out.read_bytes().splitlines()
+    del lines[2]
+    out.write_bytes(b"\n".join(lines) + b"\n")
+    res = run(app, ["verify", "--file", str(out)])
+    assert res.exit_code == 1 and "deleted" in res.output and "audit.jsonl:3" in res.output
+    res = run(app, ["verify", "--file", str(tmp_path / "missing.jsonl")])
+    assert res.exit_code == 2 and "no such file" in res.output
+    res = run(app, ["export", "-o", str(tmp_path / "no-dir" / "x.jsonl")])
+    assert res.exit_code == 2 and "No such file or directory" in res.output

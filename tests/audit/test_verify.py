@@ -8,6 +8,7 @@ import redis
 
 from steerguard.audit import AuditConfig, AuditLog, AuditStore
 from steerguard.audit.chain import canonical, record_hash
+from steerguard.audit.verify import verify_export
 
 from . import factories as f
 
@@ -133,3 +134,68 @@ def test_retention_trims_whole_days_and_verify_accepts_anchor(
     assert store.days() == []
     assert not list(store.client.scan_iter(match=store.keys.day_pattern(day)))
     assert store.verify().ok  # the anchors explain the missing history
+
+
+def _export(store: AuditStore, path: Path, **span: object) -> list[bytes]:
+    lines = list(store.export_lines(**span))  # type: ignore[arg-type]
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    return lines
+
+
+def test_an_export_is_the_stored_records_and_verifies_on_its_own(store: AuditStore,
+                                                                  tmp_path: Path) -> None:
+    _, entries = _entries(store)
+    lines = _export(store, tmp_path / "all.jsonl")
+    assert lines == [fields[b"r"] for _, fields in entries]  # byte for byte
+    assert [record_hash(line) for line in lines] == [fields[b"h"].decode()
+                                                     for _, fields in entries]
+    report = verify_export(tmp_path / "all.jsonl")
+    assert report.ok and (report.records, report.chains) == (12, 1)
+
+
+def test_an_export_from_the_middle_of_a_chain_verifies(store: AuditStore,
+                                                       tmp_path: Path) -> None:
+    """A time range may start anywhere in a chain: it is walked from its first line."""
+    lines = _export(store, tmp_path / "all.jsonl")
+    (tmp_path / "part.jsonl").write_bytes(b"".join(line + b"\n" for line in lines[6:]))
+    assert verify_export(tmp_path / "part.jsonl").ok
+    last = max(json.loads(line)["ts"] for line in lines)
+    assert _export(store, tmp_path / "none.jsonl", since=last + 1) == []
+    assert len(_export(store, tmp_path / "upto.jsonl", until=last)) == 12
+
+
+@pytest.mark.parametrize("change", ["modify", "delete", "insert", "reorder"])
+def test_a_changed_export_is_caught(store: AuditStore, tmp_path: Path, change: str) -> None:
+    path = tmp_path / "x.jsonl"
+    lines = _export(store, path)
+    if change == "modify":
+        lines[4] = lines[4].replace(b'"alice"', b'"mallory"').replace(b"calm", b"wild")
+    elif change == "delete":
+        del lines[4]
+    elif change == "insert":
+        lines.insert(5, lines[4])
+    else:
+        lines[4], lines[5] = lines[5], lines[4]
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    report = verify_export(path)
+    kind = {"modify": "modified", "delete": "deleted", "insert": "inserted",
+            "reorder": "reordered"}[change]
+    assert not report.ok and report.first is not None and report.first.kind == kind
+    assert report.first.where is not None and report.first.where.startswith("x.jsonl:")
+
+
+def test_a_checkpoint_covers_the_last_record_of_an_export(store: AuditStore,
+                                                          tmp_path: Path) -> None:
+    """Nothing in the file links to its last record; the checkpointed head does."""
+    cp = tmp_path / "cp.jsonl"
+    store.checkpoint(cp)
+    path = tmp_path / "x.jsonl"
+    lines = _export(store, path)
+    body = json.loads(lines[-1])
+    body["vector"] = "wild"
+    lines[-1] = canonical(body)
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    assert verify_export(path).ok  # by itself the file cannot tell
+    report = verify_export(path, cp)
+    assert not report.ok and report.first is not None
+    assert (report.first.kind, report.first.seq) == ("modified", 11)
