@@ -122,6 +122,19 @@ def test_text_when_configured_is_masked() -> None:
     assert dec["rules"][0]["evidence"][0]["detail"] == "reach me on [NUMBER]"
 
 
+def test_the_default_email_rule_masks_what_the_plain_pattern_does() -> None:
+    """Its lookbehind only keeps the engine from retrying inside long words."""
+    import re
+
+    plain = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
+    email = next(r for r in DEFAULT_MASKS if r.name == "email")
+    masker = Masker([email])
+    for text in ["mail john.doe+x@example.co.uk or jane@ex.org now", "a@b.c", "@x.y",
+                 "foo@bar@baz.com a.b@c.d.e@f.g", "x.y-z_" * 50 + "@a.b c@d.e", "a" * 3000,
+                 "émile@exemple.fr, (bob@host.io)", "no address here", "a+b.c-d@e-f.g.h."]:
+        assert masker(text) == plain.sub(email.replacement, text), text[:40]
+
+
 def test_masking_failure_drops_the_decision_record_only() -> None:
     def broken(text: str) -> str:
         raise RuntimeError("masking service down")
