@@ -32,6 +32,7 @@ from steerguard.audit import AuditConfig, AuditLog, AuditStore
 from steerguard.audit.connection import Client
 from steerguard.audit.local_cluster import LocalCluster, server_binaries
 from steerguard.policy.decision import BundleRef, Decision, Evidence, RuleMatch
+from steerguard.policy.explain import explanation
 from steerguard.runtime.plan import Intervention, SteeringPlan
 from steerguard.runtime.report import InterventionReport, LayerMeasurement
 from steerguard.runtime.result import GenerationResult
@@ -45,12 +46,13 @@ def request(i: int) -> tuple[Decision, GenerationResult]:
     ivs = tuple(Intervention(vector=v, vector_hash=hashlib.sha256(v.encode()).hexdigest()[:16],
                              layers=(10, 11, 12), strength=0.1, source=f"rule-{i % 5}")
                 for v in ("calm", "formal"))
-    d = Decision(
-        decision_id=hashlib.sha256(str(i).encode()).hexdigest()[:24],
-        bundle=BundleRef(name="default", revision="r1", content_hash="ab" * 32),
-        matched=(RuleMatch(rule_id=f"rule-{i % 5}", priority=1, evidence=(
-            Evidence(predicate="keywords", source="message.user", detail="homework"),)),),
-        plan=SteeringPlan(interventions=ivs), explanation="matched")
+    bundle = BundleRef(name="default", revision="r1", content_hash="ab" * 32)
+    matched = (RuleMatch(rule_id=f"rule-{i % 5}", priority=1, evidence=(
+        Evidence(predicate="keywords", source="message.user", detail="homework"),)),)
+    d = Decision(  # the engine's own explanation: the writer masks it (some 250 characters)
+        decision_id=hashlib.sha256(str(i).encode()).hexdigest()[:24], bundle=bundle,
+        matched=matched, plan=SteeringPlan(interventions=ivs),
+        explanation=explanation(bundle, matched, (), ivs, [], False))
     reports = tuple(InterventionReport(
         index=k, intervention=iv, vector_hash=iv.vector_hash or "",
         coefficients={layer: 0.3 for layer in iv.layers},

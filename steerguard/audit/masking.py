@@ -13,13 +13,16 @@ TextMasker = Callable[[str], str]
 
 class Masker:
     def __init__(self, rules: Iterable[MaskRule], extra: TextMasker | None = None) -> None:
-        self._rules = [(r.name, re.compile(r.pattern), r.replacement) for r in rules]
+        self._rules = [(r.name, re.compile(r.pattern), r.replacement, r.requires)
+                       for r in rules]
         self._extra = extra
 
     def __call__(self, text: str) -> str:
         name = "?"
         try:
-            for rule_name, pattern, replacement in self._rules:
+            for rule_name, pattern, replacement, requires in self._rules:
+                if requires is not None and requires not in text:
+                    continue
                 name = rule_name
                 text = pattern.sub(replacement, text)
             if self._extra is not None:

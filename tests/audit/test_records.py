@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from steerguard.audit.build import RecordBuilder, RequestItem, draft_of
 from steerguard.audit.chain import ChainHead, canonical, record_hash
-from steerguard.audit.config import DEFAULT_MASKS, AuditConfig
+from steerguard.audit.config import DEFAULT_MASKS, AuditConfig, MaskRule
 from steerguard.audit.errors import AuditConfigError, MaskingError
 from steerguard.audit.keyed import KeyedHash
 from steerguard.audit.masking import Masker
@@ -122,17 +123,35 @@ def test_text_when_configured_is_masked() -> None:
     assert dec["rules"][0]["evidence"][0]["detail"] == "reach me on [NUMBER]"
 
 
-def test_the_default_email_rule_masks_what_the_plain_pattern_does() -> None:
-    """Its lookbehind only keeps the engine from retrying inside long words."""
+@pytest.mark.parametrize(("name", "plain", "texts"), [
+    ("email", r"[\w.+-]+@[\w-]+\.[\w.-]+", [
+        "mail john.doe+x@example.co.uk or jane@ex.org now", "a@b.c", "@x.y", "no address",
+        "foo@bar@baz.com a.b@c.d.e@f.g", "x.y-z_" * 50 + "@a.b c@d.e", "a" * 3000,
+        "émile@exemple.fr, (bob@host.io)", "a+b.c-d@e-f.g.h."]),
+    ("long_number", r"\b(?:\d[ -]?){9,}\d\b", [
+        "call 0044 7700 900123 or 123456789012 now", "1234567890", "a1234567890",
+        "1234567890a", "12345 67890 1234", "x 1-2-3-4-5-6-7-8-9-0 y", "9" * 400,
+        "tel:+44 7700-900-123-45", "_1234567890_", "1234567890_", "12  34567890123",
+        "١٢٣٤٥٦٧٨٩٠١", "123456789 -0", "no digits"]),
+])
+def test_default_mask_rules_mask_what_the_plain_patterns_do(name: str, plain: str,
+                                                            texts: list[str]) -> None:
+    """They are written to run fast (config.py); the matches are those of the plain ones."""
     import re
 
-    plain = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
-    email = next(r for r in DEFAULT_MASKS if r.name == "email")
-    masker = Masker([email])
-    for text in ["mail john.doe+x@example.co.uk or jane@ex.org now", "a@b.c", "@x.y",
-                 "foo@bar@baz.com a.b@c.d.e@f.g", "x.y-z_" * 50 + "@a.b c@d.e", "a" * 3000,
-                 "émile@exemple.fr, (bob@host.io)", "no address here", "a+b.c-d@e-f.g.h."]:
-        assert masker(text) == plain.sub(email.replacement, text), text[:40]
+    rule = next(r for r in DEFAULT_MASKS if r.name == name)
+    masker = Masker([rule])
+    for text in texts:
+        assert masker(text) == re.sub(plain, rule.replacement, text), text[:40]
+
+
+def test_a_rule_skips_text_without_what_it_requires() -> None:
+    rule = MaskRule(name="ticket", pattern=r"T-\d+", replacement="[T]", requires="T-")
+    masker = Masker([rule])
+    assert masker("see T-1234 and T-5") == "see [T] and [T]"
+    assert masker("see t-1234") == "see t-1234"
+    with pytest.raises(ValidationError):
+        MaskRule(name="x", pattern="a", requires="")
 
 
 def test_masking_failure_drops_the_decision_record_only() -> None:
