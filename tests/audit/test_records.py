@@ -154,6 +154,24 @@ def test_a_rule_skips_text_without_what_it_requires() -> None:
         MaskRule(name="x", pattern="a", requires="")
 
 
+def test_repeated_texts_are_masked_once_but_a_custom_masker_sees_each() -> None:
+    seen: list[str] = []
+
+    def custom(text: str) -> str:
+        seen.append(text)
+        if "boom" in text:
+            raise ValueError("boom")
+        return text.upper()
+
+    masker = Masker(DEFAULT_MASKS, custom)
+    for _ in range(3):
+        assert masker("write to a@b.io") == "WRITE TO [EMAIL]"
+    assert seen == ["write to [EMAIL]"] * 3
+    for _ in range(2):  # a failure is not remembered as a result either
+        with pytest.raises(MaskingError, match="custom masker"):
+            masker("boom")
+
+
 def test_masking_failure_drops_the_decision_record_only() -> None:
     def broken(text: str) -> str:
         raise RuntimeError("masking service down")
