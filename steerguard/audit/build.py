@@ -68,6 +68,7 @@ class RecordBuilder:
         self._model_cache: dict[int, tuple[ModelFingerprint, dict[str, Any]]] = {}
         self._static_fields: dict[tuple[Any, ...], tuple[dict[str, Any], tuple[str, ...]]] = {}
         self._user_refs: dict[str, str] = {}
+        self._evidence_refs: dict[str, str] = {}
         self._decision_keys: dict[tuple[Any, ...], tuple[tuple[str, ...], tuple[str, ...]]] = {}
 
     def keyed_hash(self, domain: str, value: str) -> str:
@@ -76,11 +77,16 @@ class RecordBuilder:
     def user_ref(self, user_id: str) -> str:
         if self._store_user_id:
             return user_id
-        ref = self._user_refs.get(user_id)
-        if ref is None:  # users repeat; an HMAC per record showed up in writer profiles
-            if len(self._user_refs) > 65_536:
-                self._user_refs.clear()
-            ref = self._user_refs[user_id] = self.keyed_hash("user", user_id)
+        # users repeat; an HMAC per record showed up in writer profiles
+        return self._remembered(self._user_refs, "user", user_id, 65_536)
+
+    def _remembered(self, cache: dict[str, str], domain: str, value: str, size: int) -> str:
+        """keyed_hash(domain, value), kept for values that recur."""
+        ref = cache.get(value)
+        if ref is None:
+            if len(cache) > size:
+                cache.clear()
+            ref = cache[value] = self.keyed_hash(domain, value)
         return ref
 
     def build(self, item: RequestItem) -> tuple[list[Draft], MaskingError | None]:
@@ -122,7 +128,8 @@ class RecordBuilder:
         if self._store_text or e.predicate not in TEXT_PREDICATES:
             return self._mask(e.detail)
         head, sep, _ = e.detail.rpartition(" matched ")
-        tag = self.keyed_hash("evidence", e.detail)[:16]
+        # the same keywords and phrases match request after request
+        tag = self._remembered(self._evidence_refs, "evidence", e.detail, 4096)[:16]
         return (head + sep if sep else "") + f"[text withheld, hmac {tag}]"
 
     def _decision(self, item: RequestItem, common: dict[str, Any],
