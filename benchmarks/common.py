@@ -8,6 +8,8 @@ import platform
 import statistics
 from pathlib import Path
 
+from steerguard.eval.machine import cpu_name
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -15,16 +17,8 @@ def machine() -> dict[str, object]:
     import torch
     import transformers
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return {
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "torch": torch.__version__,

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import platform
 import re
 import shutil
 import subprocess
@@ -17,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from steerguard.eval.conditions import ConditionResult
+from steerguard.eval.machine import machine
 from steerguard.eval.run import ANSWERS_JSONL, EVAL_JSON, SWEEP_PNG
 from steerguard.eval.summary import ConceptSummary
 from steerguard.eval.tables import concept_table, conditions_table, per_layer_table, summary_table
@@ -25,29 +24,6 @@ REPO = Path(__file__).resolve().parents[2]
 FIGURES = Path("docs/figures")
 RESULTS_MD = Path("docs/results.md")
 MAX_METRIC_ROWS = 40
-
-
-def machine() -> dict[str, str]:
-    """The machine this report (and an evaluation run alongside it) is generated on."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import torch
-    import transformers
-
-    return {
-        "cpu": cpu,
-        "cores": str(os.cpu_count()),
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-    }
 
 
 def _git_commit(root: Path) -> str:
@@ -153,6 +129,10 @@ def _examples(answers_path: Path, summaries: list[ConceptSummary]) -> str:
     return "\n".join(parts) + "\n"
 
 
+def _described(info: dict[str, str]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in info.items())
+
+
 def _load(meta: dict[str, Any]) -> str:
     load = meta.get("load_average")
     return f"; 1-minute load average {load:.1f} at the end" if load else ""
@@ -170,7 +150,9 @@ def eval_section(figures: Path) -> str:
     parts = [
         "## Steering efficacy\n",
         f"Command: `{meta['command']}` ({meta['seconds']} s of generation and judging"
-        f"{_load(meta)}). "
+        f"{_load(meta)}; machine: "
+        + (_described(meta["machine"]) if "machine" in meta else "not recorded")
+        + "). "
         f"Model `{meta['model']}`; {cfg['prompts_per_concept'] or 'all'} held-out prompts per "
         "concept "
         "(`policies/concepts/<name>/eval.jsonl`, never used to build vectors); greedy decoding, "
@@ -253,8 +235,7 @@ def write_report(eval_dir: Path | None = None, root: Path = REPO) -> Path:
         f"`benchmarks/results/*.json` at commit {_git_commit(root)}, "
         f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC. Do not edit by hand: "
         "`steerguard eval --report` re-runs the evaluation and regenerates this file._\n",
-        "Machine (evaluation and this report): "
-        + ", ".join(f"{k} {v}" for k, v in info.items()) + ".\n",
+        "Machine (this report): " + _described(info) + ".\n",
         eval_section(figures),
         "## Benchmarks\n",
         "Each benchmark writes its own JSON; the numbers below are copied from it.\n",

@@ -12,6 +12,7 @@ from typing import Any
 
 from steerguard.eval.concept_yaml import set_keys
 from steerguard.eval.conditions import ConditionResult, evaluate_bundle
+from steerguard.eval.machine import machine
 from steerguard.eval.plots import plot_sweep
 from steerguard.eval.summary import DEFAULT_PPL_BOUND, ConceptSummary, summarize
 from steerguard.eval.sweep import SweepConfig, SweepOutput, run_sweep
@@ -66,6 +67,7 @@ def evaluate(
         "seconds": round(sweep.seconds, 1),
         "python": platform.python_version(),
         "load_average": os.getloadavg()[0],  # others share this CPU: read timings with it
+        "machine": machine(),
     }
     files = write_outputs(out_dir, summaries, conditions, sweep, meta)
     return EvalResult(summaries, conditions, sweep, files)
