@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -98,17 +98,8 @@ def verify(client: Client, keys: KeySpace, checkpoint_path: Path | None = None
     trimmed_days = {d.decode() for d in client.smembers(keys.anchors + ":days")}
     days = [d.decode() for d in client.zrange(keys.days, 0, -1)]
     problems: list[Problem] = []
-    by_chain: dict[str, list[Entry]] = defaultdict(list)
-    n = 0
-    for day in days:
-        for e in read_day(client, keys, day):
-            e.pos = n
-            n += 1
-            if e.seq < 0:
-                problems.append(Problem(kind="unreadable", where=e.where,
-                                        detail="entry is not an audit record", pos=e.pos))
-                continue
-            by_chain[e.chain].append(e)
+    by_chain, n = sort_chains((e for day in days for e in read_day(client, keys, day)),
+                              problems, "entry")
     for chain, entries in by_chain.items():
         problems.extend(_walk(chain, entries, anchors.get(chain)))
 
@@ -145,21 +136,12 @@ def verify_export(path: Path, checkpoint_path: Path | None = None) -> VerifyRepo
     found as in Redis. What the file cannot show by itself: records cut off before a chain's
     first line or after its last, and a change to a chain's last record; the checkpoints'
     heads cover the records they name (compared when `checkpoint_path` is given)."""
-    by_chain: dict[str, list[Entry]] = defaultdict(list)
     problems: list[Problem] = []
-    n = 0
     with open(path, "rb") as f:
-        for lineno, line in enumerate(f, start=1):
-            line = line.rstrip(b"\n")
-            if not line.strip():
-                continue
-            e = _entry(n, "", f"{path.name}:{lineno}", line, None)
-            n += 1
-            if e.seq < 0:
-                problems.append(Problem(kind="unreadable", where=e.where,
-                                        detail="line is not an audit record", pos=e.pos))
-            else:
-                by_chain[e.chain].append(e)
+        lines = ((lineno, line.rstrip(b"\n")) for lineno, line in enumerate(f, start=1))
+        by_chain, n = sort_chains(
+            (_entry(0, "", f"{path.name}:{lineno}", line, None)
+             for lineno, line in lines if line.strip()), problems, "line")
     for chain, entries in by_chain.items():
         start = entries[0]  # the export may begin in the middle of a chain
         problems.extend(_walk(chain, entries, {"seq": start.seq - 1, "hash": start.prev}))
@@ -173,6 +155,23 @@ def verify_export(path: Path, checkpoint_path: Path | None = None) -> VerifyRepo
     problems.sort(key=lambda p: p.pos)
     return VerifyReport(ok=not problems, records=n, chains=len(by_chain), problems=problems,
                         checkpoint=str(checkpoint_path) if checkpoint_path else None)
+
+
+def sort_chains(entries: Iterable[Entry], problems: list[Problem], what: str
+                ) -> tuple[dict[str, list[Entry]], int]:
+    """The entries of each chain in the order read, numbered (`pos`) in that order, and how
+    many were read; one that is not an audit record is a problem."""
+    by_chain: dict[str, list[Entry]] = defaultdict(list)
+    n = 0
+    for e in entries:
+        e.pos = n
+        n += 1
+        if e.seq < 0:
+            problems.append(Problem(kind="unreadable", where=e.where,
+                                    detail=f"{what} is not an audit record", pos=e.pos))
+        else:
+            by_chain[e.chain].append(e)
+    return by_chain, n
 
 
 def _entry(pos: int, day: str, where: str, payload: bytes, stored_hash: str | None) -> Entry:

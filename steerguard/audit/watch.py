@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -28,6 +27,7 @@ from steerguard.audit.verify import (
     _stream_check,
     _walk,
     read_day,
+    sort_chains,
     stream_counters,
     verify,
 )
@@ -77,19 +77,15 @@ class LogWatcher:
         trimmed_days = {d.decode() for d in self.client.smembers(self.keys.anchors + ":days")}
         days = [d.decode() for d in self.client.zrange(self.keys.days, 0, -1)]
 
-        by_chain: dict[str, list[Entry]] = defaultdict(list)
         last_ids: dict[str, str] = {}
-        n = 0
-        for day in days:
-            for e in self._new_entries(day):
-                last_ids[day] = e.stream_id
-                e.pos = n
-                n += 1
-                if e.seq < 0:
-                    problems.append(Problem(kind="unreadable", where=e.where,
-                                            detail="entry is not an audit record", pos=e.pos))
-                else:
-                    by_chain[e.chain].append(e)
+
+        def new_entries() -> Iterator[Entry]:
+            for day in days:
+                for e in self._new_entries(day):
+                    last_ids[day] = e.stream_id
+                    yield e
+
+        by_chain, n = sort_chains(new_entries(), problems, "entry")
         new_heads: dict[str, dict[str, object]] = {}
         for chain, entries in by_chain.items():
             base = self.heads.get(chain) or anchors.get(chain)

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from click.testing import Result
 from typer.testing import CliRunner
 
 from steerguard.audit import AuditConfig, AuditLog
@@ -12,17 +14,23 @@ from steerguard.cli.audit import app
 from . import factories as f
 
 
-def test_cli_query_stats_verify_export(config: AuditConfig,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def _logged(config: AuditConfig, monkeypatch: pytest.MonkeyPatch, user: str, requests: int
+            ) -> Callable[..., Result]:
+    """Write `requests` requests of `user`, point the CLI at the log; the CLI's runner."""
     with AuditLog(config) as log:
-        for i in range(3):
+        for i in range(requests):
             d = f.decision(i)
-            log.record(d, f.result(d), user_id="alice")
+            log.record(d, f.result(d), user_id=user)
         assert log.flush(5)
     monkeypatch.setenv("STEERGUARD_REDIS_URL", config.redis_url or "")
     monkeypatch.setenv("STEERGUARD_AUDIT_PREFIX", config.key_prefix)
     monkeypatch.setenv("STEERGUARD_HOME", str(config.home))
-    run = CliRunner().invoke
+    return CliRunner().invoke
+
+
+def test_cli_query_stats_verify_export(config: AuditConfig,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    run = _logged(config, monkeypatch, "alice", 3)
 
     res = run(app, ["query", "--user", "alice", "--vector", "calm", "--json"])
     assert res.exit_code == 0, res.output
@@ -39,15 +47,7 @@ def test_cli_query_stats_verify_export(config: AuditConfig,
 
 def test_cli_export_then_verify_the_file(config: AuditConfig, monkeypatch: pytest.MonkeyPatch,
                                          tmp_path: Path) -> None:
-    with AuditLog(config) as log:
-        for i in range(2):
-            d = f.decision(i)
-            log.record(d, f.result(d), user_id="bob")
-        assert log.flush(5)
-    monkeypatch.setenv("STEERGUARD_REDIS_URL", config.redis_url or "")
-    monkeypatch.setenv("STEERGUARD_AUDIT_PREFIX", config.key_prefix)
-    monkeypatch.setenv("STEERGUARD_HOME", str(config.home))
-    run = CliRunner().invoke
+    run = _logged(config, monkeypatch, "bob", 2)
     out = tmp_path / "audit.jsonl"
     assert run(app, ["export", "-o", str(out)]).exit_code == 0
     res = run(app, ["verify", "--file", str(out)])

