@@ -229,3 +229,14 @@ def test_config_env_file_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("STEERGUARD_AUDIT_OVERFLOW", "explode")
     with pytest.raises(AuditConfigError, match="overflow"):
         AuditConfig.load(cfg_file)
+
+
+def test_mask_rules_from_a_config_file(tmp_path: Path) -> None:
+    cfg_file = tmp_path / "steerguard.yml"
+    cfg_file.write_text("audit:\n  mask_rules:\n    - name: ticket\n      pattern: 'T-\\d+'\n"
+                        "      replacement: '[TICKET]'\n      requires: 'T-'\n")
+    cfg = AuditConfig.load(cfg_file)
+    assert Masker(cfg.mask_rules)("see T-42, not t-42") == "see [TICKET], not t-42"
+    cfg_file.write_text("audit:\n  mask_rules:\n    - name: bad\n      pattern: '(unclosed'\n")
+    with pytest.raises(AuditConfigError, match="does not compile"):
+        AuditConfig.load(cfg_file)
