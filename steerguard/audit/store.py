@@ -352,8 +352,10 @@ class AuditStore:
         own."""
         lo, hi, days = self._days_for(since, until)
         for day in days:
+            start = day_start_ms(day)
+            inside = lo <= start and start + 86_400_000 <= hi  # the whole day is in range
             for _, payload in self._stream_payloads(day, lo, None):
-                if lo <= orjson.loads(payload)["ts"] <= hi:
+                if inside or lo <= orjson.loads(payload)["ts"] <= hi:
                     yield payload
 
     # ---- aggregates ---------------------------------------------------------------------
