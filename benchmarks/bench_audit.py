@@ -49,7 +49,7 @@ def request(i: int) -> tuple[Decision, GenerationResult]:
     bundle = BundleRef(name="default", revision="r1", content_hash="ab" * 32)
     matched = (RuleMatch(rule_id=f"rule-{i % 5}", priority=1, evidence=(
         Evidence(predicate="keywords", source="message.user", detail="homework"),)),)
-    d = Decision(  # the engine's own explanation: the writer masks it (some 250 characters)
+    d = Decision(  # the engine's own explanation, about 200 characters: the writer masks it
         decision_id=hashlib.sha256(str(i).encode()).hexdigest()[:24], bundle=bundle,
         matched=matched, plan=SteeringPlan(interventions=ivs),
         explanation=explanation(bundle, matched, (), ivs, [], False))
