@@ -4,7 +4,9 @@ record back (the query's main cost). Each part is timed over new request objects
 beside its reference where there is one:
 
 - plan hash from cached per-intervention pieces, against a dump of the whole plan;
-- pydantic's parse of a stored record, against orjson.loads of the same bytes.
+- pydantic's parse of a stored record, against orjson.loads of the same bytes;
+- the default mask rules over the engine's explanations and over one long word, against the
+  plain patterns they replaced.
 
     python benchmarks/bench_audit_parts.py [--requests 3000] [--rounds 5]
 
@@ -31,7 +33,7 @@ from benchmarks.bench_audit import MODEL, request
 from benchmarks.common import RESULTS, machine
 from steerguard.audit.build import Draft, RecordBuilder, RequestItem
 from steerguard.audit.chain import ChainHead
-from steerguard.audit.config import DEFAULT_MASKS
+from steerguard.audit.config import DEFAULT_MASKS, MaskRule
 from steerguard.audit.masking import Masker
 from steerguard.audit.records import Outcome, parse_record
 from steerguard.audit.sealed import Sealed
@@ -88,6 +90,26 @@ def one_round(n: int) -> dict[str, float]:
     payloads = [s.payload for s in sealed]
     out["parse_us_per_record"] = per_item_us(parse_record, payloads)
     out["orjson_loads_us_per_record"] = per_item_us(orjson.loads, payloads)
+    out.update(mask_round([it.decision.explanation for it in items]))
+    return out
+
+
+# The default mask rules as they were written before 2026-11-30: same matches, but scanned
+# from every position (tests/audit/test_records.py checks the matches agree).
+PLAIN_MASKS = (MaskRule(name="email", pattern=r"[\w.+-]+@[\w-]+\.[\w.-]+"),
+               MaskRule(name="long_number", pattern=r"\b(?:\d[ -]?){9,}\d\b"))
+
+
+def mask_round(explanations: list[str]) -> dict[str, float]:
+    """The default rules against the plain patterns: over the engine's explanations (no
+    masker memory: each text once), and over one 2,000-letter word."""
+    word = ["a" * 2000] * 20
+    out: dict[str, float] = {}
+    for name, rules in (("default", DEFAULT_MASKS), ("plain", PLAIN_MASKS)):
+        out[f"mask_explanation_us_{name}"] = per_item_us(
+            lambda t, rules=rules: Masker(rules)._apply_rules(t), explanations)
+        out[f"mask_long_word_ms_{name}"] = per_item_us(
+            lambda t, rules=rules: Masker(rules)._apply_rules(t), word) / 1000
     return out
 
 
@@ -105,6 +127,9 @@ def main() -> None:
         # per round, then the median: parts timed side by side in each round
         "plan_hash_speedup_vs_whole_dump": round(statistics.median(
             r["plan_hash_whole_dump_us_per_plan"] / r["plan_hash_us_per_plan"]
+            for r in rounds), 2),
+        "mask_explanation_speedup_vs_plain": round(statistics.median(
+            r["mask_explanation_us_plain"] / r["mask_explanation_us_default"]
             for r in rounds), 2),
         "parse_vs_orjson_loads": round(statistics.median(
             r["parse_us_per_record"] / r["orjson_loads_us_per_record"] for r in rounds), 2),
