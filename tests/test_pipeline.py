@@ -137,7 +137,7 @@ def test_a_decision_that_failed_closed_is_not_answered(
     from steerguard.policy.decision import BundleRef, Decision
 
     closed = Decision(decision_id="c" * 32, bundle=BundleRef(name="t", revision="1",
-                      content_hash="h"), failed_closed=True, error="regex took over 5 ms")
+                      content_hash="h"), failed_closed=True, errors=("regex took over 5 ms",))
 
     class Closed:
         activation_conditions: dict[str, Any] = {}  # noqa: RUF012

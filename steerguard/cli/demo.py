@@ -67,7 +67,7 @@ def _reason(decision: Any) -> str:
         return "no rule matched: unsteered"
     lines = []
     for match in decision.matched:
-        evidence = "; ".join(f"{e.predicate} {e.detail}" for e in match.evidence[:2])
+        evidence = "; ".join(f"{e.predicate} {e.describe()}" for e in match.evidence[:2])
         lines.append(f"[bold]{match.rule_id}[/] ({evidence})")
     for dropped in decision.dropped:
         lines.append(f"[dim]dropped {dropped.vector or dropped.rule_id}: {dropped.reason}[/]")

@@ -218,7 +218,7 @@ def explain(
         for col in ("rule", "priority", "evidence"):
             t.add_column(col)
         for m in decision.matched:
-            ev = "\n".join(f"{e.predicate} {e.source}: {e.detail}" for e in m.evidence)
+            ev = "\n".join(f"{e.predicate} {e.source}: {e.describe()}" for e in m.evidence)
             t.add_row(m.rule_id, str(m.priority), ev)
         out.print(t)
     else:

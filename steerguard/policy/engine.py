@@ -73,7 +73,7 @@ class PolicyEngine:
                 bundle=self._ref,
                 plan=SteeringPlan(),
                 failed_closed=True,
-                error=str(e),
+                errors=(str(e),),
                 explanation=explanation(self._ref, (), (), (), [str(e)], True),
             )
 
@@ -94,7 +94,7 @@ class PolicyEngine:
             matched=matches,
             dropped=drops,
             plan=plan,
-            error="; ".join(inp.errors) or None,
+            errors=tuple(inp.errors),
             explanation=explanation(
                 self._ref, matches, drops, plan.interventions, inp.errors, False
             ),
