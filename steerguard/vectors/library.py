@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from steerguard.errors import VectorError
+from steerguard.home import steerguard_home
 from steerguard.runtime.engine import SteeringEngine
-from steerguard.runtime.loading import steerguard_home
 from steerguard.vectors.datasets import load_concepts
 from steerguard.vectors.fingerprint import ModelFingerprint
 from steerguard.vectors.steering_vector import SteeringVector
