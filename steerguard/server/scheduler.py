@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from steerguard.chat.call import ChatCall, stream_call
@@ -45,7 +46,7 @@ class ThreadScheduler:
     def __init__(self, concurrency: int = 8, max_queue: int = 64) -> None:
         self.concurrency = concurrency
         self.max_queue = max_queue
-        self._slots = threading.BoundedSemaphore(concurrency)
+        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="steerguard-call")
         self._waiting = 0
         self._lock = threading.Lock()
 
@@ -67,21 +68,20 @@ class ThreadScheduler:
                 loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
 
         def produce() -> None:
-            with self._slots:
-                with self._lock:
-                    self._waiting -= 1
-                try:
-                    with contextlib.closing(stream_call(pipeline, call)) as items:
-                        for item in items:
-                            put("item", item)
-                            if call.cancel.is_set():
-                                break  # consumer left: closing records it cancelled
-                except BaseException as exc:  # handed to the consumer
-                    put("error", exc)
-                finally:
-                    put("done", None)
+            with self._lock:
+                self._waiting -= 1
+            try:
+                with contextlib.closing(stream_call(pipeline, call)) as items:
+                    for item in items:
+                        put("item", item)
+                        if call.cancel.is_set():
+                            break  # consumer left: closing records it cancelled
+            except BaseException as exc:  # handed to the consumer
+                put("error", exc)
+            finally:
+                put("done", None)
 
-        worker = loop.run_in_executor(None, produce)
+        worker = loop.run_in_executor(self._pool, produce)
         finished = False
         try:
             while True:
@@ -100,4 +100,4 @@ class ThreadScheduler:
                 await asyncio.wait_for(asyncio.shield(worker), timeout=30)
 
     async def close(self) -> None:
-        return None
+        await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
