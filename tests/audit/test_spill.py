@@ -36,8 +36,7 @@ def test_an_append_during_a_replay_waits_and_survives_it(tmp_path: Path) -> None
         read = [h for h, _ in replay]
         worker = threading.Thread(target=append_theirs)
         worker.start()
-        time.sleep(0.2)
-        assert not appended.is_set()  # waits for the replay to end
+        assert not appended.wait(0.2)  # waits for the replay to end
     worker.join(5)
     assert read == ["a0", "a1", "a2"]
     assert [h for h, _ in ours.read()] == ["b0", "b1"]  # theirs, after the emptying
