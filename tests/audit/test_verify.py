@@ -287,6 +287,6 @@ def test_verify_export_reads_any_bytes(store: AuditStore, tmp_path: Path,
 
 def test_random_bytes_are_a_verdict(tmp_path: Path) -> None:
     path = tmp_path / "noise.jsonl"
-    path.write_bytes(bytes(random.Random(7).randrange(256) for _ in range(20_000)))
+    path.write_bytes(random.Random(7).randbytes(20_000))
     report = verify_export(path)
     assert not report.ok and all(p.kind == "unreadable" for p in report.problems)
