@@ -114,7 +114,7 @@ class RequestIdentity:
 # instances (LangChain code creates models freely, e.g. one per test or per bind).
 _shared_lock = threading.Lock()
 _engines: dict[str, SteeringEngine] = {}
-_policies: dict[str, Any] = {}
+_policies: dict[tuple[str, int], Any] = {}  # (bundle path, model's layer count)
 _audits: dict[str, Any] = {}
 _grammars: dict[int, GrammarFactory] = {}
 
@@ -160,7 +160,7 @@ def _grammar_factory(engine: SteeringEngine) -> GrammarFactory:
         return factory
 
 
-def _policy_source(policy: Any) -> PolicyEngine | Callable[[], PolicyEngine]:
+def _policy_source(policy: Any, num_layers: int) -> PolicyEngine | Callable[[], PolicyEngine]:
     from steerguard.policy.store import PolicyStore
 
     if isinstance(policy, PolicyEngine):
@@ -168,10 +168,10 @@ def _policy_source(policy: Any) -> PolicyEngine | Callable[[], PolicyEngine]:
     if isinstance(policy, PolicyStore):
         return lambda: policy.engine  # hot reloads are picked up per request
     path = str(Path(policy) if policy is not None else default_bundle_path())
-    with _shared_lock:
-        store = _policies.get(path)
+    with _shared_lock:  # a reload that names a layer the model lacks keeps the bundle in force
+        store = _policies.get((path, num_layers))
         if store is None:
-            store = _policies[path] = PolicyStore(path)
+            store = _policies[path, num_layers] = PolicyStore(path, num_layers=num_layers)
     return lambda: store.engine
 
 
@@ -314,7 +314,9 @@ class SteeredChatModel(BaseChatModel):
         else:
             engine = shared_engine(spec, self.concepts_dir)
         audit = None if self.audit is False else (self.audit or _default_audit())
-        pipe = SteeringPipeline(engine, _policy_source(self.policy), audit)
+        pipe = SteeringPipeline(
+            engine, _policy_source(self.policy, engine.fingerprint.num_layers), audit
+        )
         with self._lock:
             return self._pipelines.setdefault(spec, pipe)
 
