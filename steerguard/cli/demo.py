@@ -16,7 +16,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from steerguard.cli.common import DEFAULT_CONCEPTS, console, err_console, load_engine, user_errors
-from steerguard.runtime.loading import BUNDLED
+from steerguard.runtime.bundled import BUNDLED
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from steerguard.cli.common import (
     user_errors,
 )
 from steerguard.errors import PlanError
-from steerguard.runtime.loading import BUNDLED
+from steerguard.runtime.bundled import BUNDLED
 
 DEFAULT_BUNDLE = Path("policies/support")
 

