@@ -386,8 +386,9 @@ _ROLES = ("system", "user", "assistant")
 
 @dataclass(frozen=True)
 class ConditionData:
-    """Texts of a condition dataset (policies/conditions/<name>), split and labelled, and the
-    contexts (none, system prompts, conversations) each text is rendered under for calibration."""
+    """Texts of a condition dataset (steerguard/policies/conditions/<name>), split and
+    labelled, and the contexts (none, system prompts, conversations) each text is rendered
+    under for calibration."""
 
     train_pos: list[str]
     train_neg: list[str]

@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 
 from steerguard.cli.policy import app
 from steerguard.policy.testing import run_bundle_tests
+from steerguard.resources import concepts_dir, conditions_dir, default_bundle_path, policies_dir
 
-REPO = Path(__file__).resolve().parents[2]
-SUPPORT = REPO / "policies" / "support"
+SUPPORT = default_bundle_path()
 runner = CliRunner()
 
 
@@ -27,7 +27,7 @@ def test_support_bundle_cases_pass_with_full_coverage() -> None:
 def test_cli_validate_and_test() -> None:
     res = runner.invoke(app, ["validate", str(SUPPORT)])
     assert res.exit_code == 0 and "ok support" in res.output
-    res = runner.invoke(app, ["test", str(REPO / "policies")])
+    res = runner.invoke(app, ["test", str(policies_dir())])
     assert res.exit_code == 0, res.output
     assert "9/9 rules exercised" in res.output
 
@@ -39,8 +39,8 @@ def test_cli_test_fails_without_tests_and_reports_coverage(tmp_path: Path) -> No
     text = (
         (SUPPORT / "bundle.yaml")
         .read_text()
-        .replace("../conditions", str(REPO / "policies/conditions"))
-        .replace("../concepts", str(REPO / "policies/concepts"))
+        .replace("../conditions", str(conditions_dir()))
+        .replace("../concepts", str(concepts_dir()))
     )
     (tmp_path / "b" / "bundle.yaml").write_text(text)
     (tmp_path / "b" / "tests").mkdir()
@@ -70,7 +70,7 @@ def test_cli_validate_reports_errors_with_positions(tmp_path: Path) -> None:
     f = tmp_path / "bad.yaml"
     f.write_text(
         (SUPPORT / "bundle.yaml").read_text().replace("apply: [refusal]", "apply: [refusl]")
-        .replace("../concepts", str(REPO / "policies/concepts"))
+        .replace("../concepts", str(concepts_dir()))
     )
     res = runner.invoke(app, ["validate", str(f)])
     assert res.exit_code == 1

@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
 from steerguard.errors import VectorError
+from steerguard.resources import concepts_dir
 from steerguard.vectors.datasets import load_concept
 from steerguard.vectors.extraction import direction, extract
 from steerguard.vectors.gguf_io import export_gguf, import_gguf
@@ -16,7 +16,7 @@ from steerguard.vectors.storage import load_vector, save_vector
 from tests.models import tiny_model
 from tests.runtime.helpers import random_vector
 
-CONCEPTS = Path(__file__).resolve().parents[2] / "policies" / "concepts"
+CONCEPTS = concepts_dir()
 
 
 @pytest.fixture(scope="module")
