@@ -134,7 +134,8 @@ def shared_engine(spec: str = BUNDLED, concepts_dir: Path | None = None) -> Stee
 
 
 def ensure_vectors(engine: SteeringEngine, concepts_dir: Path | None = None) -> None:
-    """Load (building if needed) the concept vectors into an engine that has none."""
+    """Load the concept vectors into an engine that has none: stored, else shipped (the
+    bundled model's), else built."""
     if engine.vectors:
         return
     from steerguard.vectors.library import VectorLibrary
