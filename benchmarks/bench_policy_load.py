@@ -25,7 +25,8 @@ from benchmarks.common import write
 from steerguard import inputfiles
 from steerguard.policy.errors import PolicyError
 from steerguard.policy.loader import load_bundle, load_bundle_text
-from tests.policy.hostile import CASES, REPO, write_corpus
+from steerguard.resources import default_bundle_path
+from tests.policy.hostile import CASES, write_corpus
 
 REPEATS = 5
 
@@ -82,7 +83,7 @@ def collector_side_by_side(text: str, rounds: int = 10) -> dict[str, float]:
 
 
 def main() -> None:
-    loads = {"shipped": _median_ms(lambda: load_bundle(REPO / "policies" / "support"),
+    loads = {"shipped": _median_ms(lambda: load_bundle(default_bundle_path()),
                                    "shipped")}
     for n in (100, 1000):
         text = synthetic_bundle(n)

@@ -13,10 +13,10 @@ from steerguard.pipeline import (
     Request,
     SteeringPipeline,
     Turn,
-    default_bundle_path,
     probe_score,
 )
 from steerguard.policy.inputs import ChatMessage, UserProfile
+from steerguard.resources import default_bundle_path
 from steerguard.runtime.engine import GenerationParams
 
 pytestmark = pytest.mark.real_model

@@ -19,13 +19,17 @@ from steerguard.policy.inputs import RequestContext, UserProfile
 from steerguard.policy.loader import load_bundle
 from steerguard.policy.schema import BundleSpec
 from steerguard.policy.testing import PolicyTestFile, find_bundles, run_bundle_tests
+from steerguard.resources import default_bundle_path, policies_dir
 
 app = typer.Typer(help="Policy bundles: validate, test, explain, schema.", no_args_is_help=True)
 out = Console()
 err = Console(stderr=True)
 
 PathArg = Annotated[
-    Path, typer.Argument(help="A bundle folder, bundle file, or a folder of bundles.")
+    Path,
+    typer.Argument(
+        help="A bundle folder, bundle file, or a folder of bundles (default: the shipped ones)."
+    ),
 ]
 HashesOpt = Annotated[
     Path | None,
@@ -63,7 +67,7 @@ def _print_policy_error(e: PolicyError) -> None:
 
 @app.command()
 def validate(
-    path: PathArg = Path("policies"), hashes: HashesOpt = None, num_layers: LayersOpt = None
+    path: PathArg = policies_dir(), hashes: HashesOpt = None, num_layers: LayersOpt = None
 ) -> None:
     """Load every bundle under PATH and report every mistake with file, line and column."""
     bundles = find_bundles(path)
@@ -91,7 +95,7 @@ def validate(
 
 @app.command("test")
 def test_cmd(
-    path: PathArg = Path("policies"), hashes: HashesOpt = None, num_layers: LayersOpt = None
+    path: PathArg = policies_dir(), hashes: HashesOpt = None, num_layers: LayersOpt = None
 ) -> None:
     """Run the YAML tests next to each bundle; fail when a test fails or none exists."""
     from steerguard.policy.activation import probe_metrics_summary  # torch: tests only
@@ -198,8 +202,6 @@ def explain(
     ] = "smollm2-135m",
 ) -> None:
     """Decide for one message and show the decision and why."""
-    from steerguard.pipeline import default_bundle_path
-
     try:
         engine = PolicyEngine(load_bundle(bundle or default_bundle_path()))
         prof = UserProfile.model_validate(load_yaml(profile)) if profile else None

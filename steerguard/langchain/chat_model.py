@@ -66,9 +66,11 @@ from steerguard.langchain.tools import (
     safe_prefix,
     split_content,
 )
-from steerguard.pipeline import Request, SteeringPipeline, Turn, default_bundle_path
+from steerguard.pipeline import Request, SteeringPipeline, Turn
 from steerguard.policy.engine import PolicyEngine
 from steerguard.policy.inputs import RequestContext, UserProfile
+from steerguard.resources import concepts_dir as shipped_concepts
+from steerguard.resources import default_bundle_path
 from steerguard.runtime.engine import GenerationParams, SteeringEngine
 from steerguard.runtime.loading import BUNDLED
 
@@ -132,21 +134,17 @@ def shared_engine(spec: str = BUNDLED, concepts_dir: Path | None = None) -> Stee
 
 
 def ensure_vectors(engine: SteeringEngine, concepts_dir: Path | None = None) -> None:
-    """Load (building if needed) the concept vectors into an engine that has none."""
+    """Load the concept vectors into an engine that has none: stored, else shipped (the
+    bundled model's), else built."""
     if engine.vectors:
         return
     from steerguard.vectors.library import VectorLibrary
 
-    concepts = concepts_dir or default_bundle_path().parent / "concepts"
     library = VectorLibrary(engine.fingerprint)
-    load_or_build = getattr(library, "load_or_build", None)
     with _shared_lock:
         if engine.vectors:
             return
-        if load_or_build is not None:
-            load_or_build(engine, concepts)
-        else:
-            library.load_into(engine, concepts)
+        library.load_into(engine, concepts_dir or shipped_concepts())
 
 
 def _grammar_factory(engine: SteeringEngine) -> GrammarFactory:

@@ -84,13 +84,22 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
             raise
 
 
+def bundled_model_target() -> Path:
+    """Where the safetensors copy of the bundled GGUF lives (named by the GGUF's digest)."""
+    digest = _file_sha256(bundled_gguf_path())[:16]
+    return steerguard_home() / "models" / f"smollm2-135m-{digest}"
+
+
+def bundled_model_converted() -> bool:
+    """False until the first use of the bundled model has converted it (about 30 s)."""
+    return (bundled_model_target() / "model.safetensors").is_file()
+
+
 def bundled_model_dir() -> Path:
     """The safetensors copy of the bundled GGUF, converted on first use."""
-    gguf = bundled_gguf_path()
-    digest = _file_sha256(gguf)[:16]
-    target = steerguard_home() / "models" / f"smollm2-135m-{digest}"
+    target = bundled_model_target()
     if not (target / "model.safetensors").is_file():
-        _convert_gguf(gguf, target)
+        _convert_gguf(bundled_gguf_path(), target)
     return target
 
 

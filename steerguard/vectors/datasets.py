@@ -1,4 +1,4 @@
-"""Concept datasets: contrastive pairs on disk (policies/concepts/<name>/)."""
+"""Concept datasets: contrastive pairs on disk (steerguard/policies/concepts/<name>/)."""
 
 from __future__ import annotations
 

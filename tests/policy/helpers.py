@@ -9,9 +9,11 @@ import pytest
 from steerguard.policy.engine import PolicyEngine
 from steerguard.policy.errors import PolicyError
 from steerguard.policy.loader import load_bundle_text
+from steerguard.resources import default_bundle_path, policies_dir
 
 REPO = Path(__file__).resolve().parents[2]
-SUPPORT = REPO / "policies" / "support"
+POLICIES = policies_dir()
+SUPPORT = default_bundle_path()
 
 HEADER = """\
 name: t
@@ -59,5 +61,5 @@ def policy_folder(root: Path) -> Path:
     """`root` as a policy folder beside the shipped one: its concept and condition datasets
     copied in (a bundle's paths must stay inside its own policy folder)."""
     for name in ("concepts", "conditions"):
-        shutil.copytree(REPO / "policies" / name, root / name)
+        shutil.copytree(POLICIES / name, root / name)
     return root

@@ -10,8 +10,10 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from steerguard.resources import policies_dir
+
 REPO = Path(__file__).resolve().parents[2]
-SHIPPED = (REPO / "policies" / "support" / "bundle.yaml").read_text(encoding="utf-8")
+SHIPPED = (policies_dir() / "support" / "bundle.yaml").read_text(encoding="utf-8")
 
 
 def _alias_bomb(levels: int = 9, fold: int = 9) -> str:
@@ -40,7 +42,7 @@ def _text(text: str, expect: str, line: bool = True, **files: bytes) -> Case:
 
 
 def _broken_dataset() -> dict[str, bytes]:
-    good = (REPO / "policies/conditions/distress/train.jsonl").read_bytes().splitlines()
+    good = (policies_dir() / "conditions/distress/train.jsonl").read_bytes().splitlines()
     train = b"\n".join([*good[:3], b'{"text": "x", "label": NaN}', b'{"text": 1, "label": true}',
                         b"[" * 50_000, *good[3:]]) + b"\n"
     return {"conditions/distress/train.jsonl": train,
@@ -50,7 +52,7 @@ def _broken_dataset() -> dict[str, bytes]:
 
 def _concepts(**changed: bytes) -> dict[str, bytes]:
     out = {}
-    for folder in sorted((REPO / "policies" / "concepts").iterdir()):
+    for folder in sorted((policies_dir() / "concepts").iterdir()):
         meta = (folder / "concept.yaml").read_bytes()
         out[f"concepts/{folder.name}/concept.yaml"] = changed.get(folder.name, meta)
     return out
@@ -145,7 +147,7 @@ def write_corpus(root: Path) -> Path:
     condition datasets in `root` beside them, as the shipped bundle expects."""
     for name in ("concepts", "conditions"):
         if not (root / name).exists():
-            shutil.copytree(REPO / "policies" / name, root / name)
+            shutil.copytree(policies_dir() / name, root / name)
     for name, case in CASES.items():
         folder = root / name
         folder.mkdir(parents=True, exist_ok=True)

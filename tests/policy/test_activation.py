@@ -20,6 +20,7 @@ from steerguard.policy.activation import (
     select_layer,
 )
 from steerguard.policy.errors import PolicyError
+from steerguard.resources import conditions_dir
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -107,7 +108,7 @@ def test_select_layer_prefers_the_separating_layer() -> None:
 
 def test_shipped_condition_datasets_load() -> None:
     for name in ("harmful_request", "distress"):
-        data = load_condition_data(REPO / "policies" / "conditions" / name)
+        data = load_condition_data(conditions_dir() / name)
         assert data.train_pos and data.train_neg and data.eval_pos and data.eval_neg
         assert not set(data.train_pos) & set(data.eval_pos)  # held out means held out
 
@@ -120,7 +121,7 @@ def test_bad_dataset_line_names_file_and_line(tmp_path: Path) -> None:
 
 
 def test_shipped_conditions_calibrate_under_several_system_prompts() -> None:
-    data = load_condition_data(REPO / "policies" / "conditions" / "distress")
+    data = load_condition_data(conditions_dir() / "distress")
     assert data.contexts[0] is None and len(data.contexts) >= 3
     assert any(c and "<tools>" in c for c in data.contexts)  # a tool-using agent's prompt
     prompts = data.prompts(["I am furious", "hello"])

@@ -18,9 +18,10 @@ from steerguard.policy.datasets import ConditionData, load_condition_data
 from steerguard.policy.errors import PolicyError
 from steerguard.policy.loader import load_bundle, load_bundle_text
 from steerguard.policy.testing import run_bundle_tests
+from steerguard.resources import policies_dir
 from steerguard.vectors.datasets import Concept, load_concept
 
-from .helpers import REPO, SUPPORT, policy_folder
+from .helpers import SUPPORT, policy_folder
 
 FUZZ = settings(max_examples=60, deadline=timedelta(seconds=10),
                 suppress_health_check=[HealthCheck.too_slow], derandomize=True)
@@ -127,7 +128,7 @@ def test_a_mutated_policy_test_file_runs_or_reports_its_errors(folder: Path, tex
     assert report.error is not None or report.results
 
 
-CONDITION = REPO / "policies" / "conditions" / "distress"
+CONDITION = policies_dir() / "conditions" / "distress"
 
 
 @settings(FUZZ, max_examples=40)
@@ -146,7 +147,7 @@ def test_a_mutated_condition_dataset_reads_or_is_a_policy_error(
         assert all(i.file for i in e.issues)
 
 
-CONCEPT = REPO / "policies" / "concepts" / "empathy"
+CONCEPT = policies_dir() / "concepts" / "empathy"
 
 
 @settings(FUZZ, max_examples=40)

@@ -10,8 +10,9 @@ from typer.testing import CliRunner
 
 from steerguard.cli.policy import app
 from steerguard.policy.testing import run_bundle_tests
+from steerguard.resources import policies_dir
 
-from .helpers import REPO, SUPPORT, policy_folder
+from .helpers import SUPPORT, policy_folder
 
 runner = CliRunner()
 
@@ -27,7 +28,7 @@ def test_support_bundle_cases_pass_with_full_coverage() -> None:
 def test_cli_validate_and_test() -> None:
     res = runner.invoke(app, ["validate", str(SUPPORT)])
     assert res.exit_code == 0 and "ok support" in res.output
-    res = runner.invoke(app, ["test", str(REPO / "policies")])
+    res = runner.invoke(app, ["test", str(policies_dir())])
     assert res.exit_code == 0, res.output
     assert "9/9 rules exercised" in res.output
 
