@@ -13,8 +13,6 @@ from steerguard.errors import SteerguardError
 def policies_dir() -> Path:
     """steerguard/policies: the shipped bundles and everything they refer to."""
     root = files("steerguard") / "policies"
-    if not isinstance(root, Path) or not root.is_dir():  # TEMP until the move lands
-        root = Path(__file__).resolve().parent.parent / "policies"
     # Bundles refer to their datasets by relative path, so they must be real files (a
     # wheel installs as files; only a zipped import would not be).
     if not isinstance(root, Path) or not root.is_dir():

@@ -98,14 +98,19 @@ class Steerguard:
         concepts = self.config.concepts or concepts_dir()
         VectorLibrary(engine.fingerprint).load_into(engine, concepts)
 
-    def policy_source(self) -> PolicySource:
-        """What pipelines ask for the policy in force (a store's getter picks up reloads)."""
+    def policy_source(self, num_layers: int | None = None) -> PolicySource:
+        """What pipelines ask for the policy in force (a store's getter picks up reloads).
+        `num_layers`, the model's, makes a bundle naming a layer beyond it an error; it is
+        taken from the configured model's engine when that is loaded."""
         with self._lock:
             if self._policy is None:
-                self._policy = self._make_policy()
+                loaded = self._engines.get(self.config.model)
+                if num_layers is None and loaded is not None:
+                    num_layers = loaded.fingerprint.num_layers
+                self._policy = self._make_policy(num_layers)
             return self._policy
 
-    def _make_policy(self) -> PolicySource:
+    def _make_policy(self, num_layers: int | None) -> PolicySource:
         given = self._policy_given
         if isinstance(given, PolicyEngine) or callable(given):
             return given
@@ -113,7 +118,7 @@ class Steerguard:
             store = given
         else:
             path = Path(given) if given is not None else self.config.bundle
-            store = self._store = PolicyStore(path or default_bundle_path())
+            store = self._store = PolicyStore(path or default_bundle_path(), num_layers=num_layers)
             if self.config.watch_bundle_s is not None:
                 store.watch(self.config.watch_bundle_s)
         return lambda: store.engine
@@ -180,8 +185,9 @@ class Steerguard:
                 raise RuntimeError("this Steerguard is closed")
             pipe = self._pipelines.get(spec)
             if pipe is None:
+                engine = self.engine(spec)
                 pipe = self._pipelines[spec] = SteeringPipeline(
-                    self.engine(spec), self.policy_source(), self.audit,
+                    engine, self.policy_source(engine.fingerprint.num_layers), self.audit,
                     probes=self.probes, telemetry=self.telemetry,
                 )
             return pipe
