@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from steerguard.errors import SteerguardError
 from steerguard.resources import concepts_dir
@@ -36,7 +37,8 @@ def user_errors(func: Callable[P, R]) -> Callable[P, R]:
             return func(*args, **kwargs)
         except SteerguardError as exc:
             # soft_wrap: a path or value in the message must stay on one line to be copied
-            err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True, markup=True)
+            # escaped: a message may hold brackets (pip extras, lists) that are not markup
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper

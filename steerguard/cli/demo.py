@@ -17,7 +17,7 @@ from rich.table import Table
 
 from steerguard.cli.common import DEFAULT_CONCEPTS, console, err_console, load_engine, user_errors
 from steerguard.resources import default_bundle_path
-from steerguard.runtime.loading import BUNDLED
+from steerguard.runtime.bundled import BUNDLED
 
 
 @dataclass(frozen=True)
@@ -83,8 +83,13 @@ def demo(
     bundle: Annotated[Path | None, typer.Option(help="Policy bundle folder.")] = None,
     max_tokens: Annotated[int, typer.Option(help="New tokens per answer.")] = 48,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    threads: Annotated[
+        int, typer.Option(help="Torch CPU threads; 1 is fastest on a shared, busy machine.")
+    ] = 1,
 ) -> None:
     """Three users, two turns each: decision, steered and unsteered answers, then the audit."""
+    import torch
+
     from steerguard.audit import AuditConfig, AuditLog, AuditStore
     from steerguard.pipeline import Request, SteeringPipeline
     from steerguard.policy import (
@@ -98,6 +103,7 @@ def demo(
     from steerguard.telemetry.setup import configure_telemetry
 
     started = time.perf_counter()
+    torch.set_num_threads(threads)  # oversubscribed threads slow torch 3-5x on shared CPUs
     configure_telemetry(console=False)  # OTLP when OTEL_* says so; silent otherwise
     engine, _ = load_engine(model, DEFAULT_CONCEPTS)
     policy_bundle = load_bundle(bundle or default_bundle_path())

@@ -19,7 +19,7 @@ from steerguard.cli.common import (
 )
 from steerguard.errors import PlanError
 from steerguard.resources import default_bundle_path
-from steerguard.runtime.loading import BUNDLED
+from steerguard.runtime.bundled import BUNDLED
 
 
 def _strengths(text: str) -> tuple[float, ...]:
