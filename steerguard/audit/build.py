@@ -16,7 +16,7 @@ from steerguard.audit.masking import Masker
 from steerguard.audit.records import SCHEMA_VERSION, Outcome
 from steerguard.policy.decision import Decision, Evidence
 from steerguard.policy.explain import render
-from steerguard.runtime.plan import Intervention, strength_key
+from steerguard.runtime.plan import Intervention
 from steerguard.runtime.report import InterventionReport
 from steerguard.runtime.result import GenerationResult
 from steerguard.vectors.fingerprint import ModelFingerprint
@@ -157,7 +157,7 @@ class RecordBuilder:
                  "detail": self._mask(x.detail)}
                 for x in d.dropped
             ],
-            plan_hash=d.plan.content_hash(),  # computed once per plan (telemetry asks too)
+            plan_hash=d.plan.content_hash(),
             intervention_ids=[i.body["record_id"] for i in interventions],
             explanation=self._mask(explanation),
             failed_closed=d.failed_closed,
@@ -252,7 +252,7 @@ class RecordBuilder:
     def _static(self, iv: Intervention) -> tuple[dict[str, Any], tuple[str, ...]]:
         """An intervention's own fields and index keys. Rules ask for the same interventions
         request after request (as new objects), so the last few are kept by value."""
-        key = (iv.vector, iv.layers, strength_key(iv.strength), iv.op, iv.positions.scope,
+        key = (iv.vector, iv.layers, iv.strength or str(iv.strength), iv.op, iv.positions.scope,
                iv.positions.n, iv.source)
         hit = self._static_fields.get(key)
         if hit is not None:
