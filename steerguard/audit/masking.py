@@ -20,8 +20,7 @@ _CACHE_MAX_CHARS = 1024
 
 class Masker:
     def __init__(self, rules: Iterable[MaskRule], extra: TextMasker | None = None) -> None:
-        self._rules = [(r.name, re.compile(r.pattern), r.replacement, r.requires)
-                       for r in rules]
+        self._rules = [(r.name, re.compile(r.pattern), r.replacement) for r in rules]
         self._extra = extra
         self._done: dict[str, str] = {}
 
@@ -44,9 +43,7 @@ class Masker:
         return out
 
     def _apply_rules(self, text: str) -> str:
-        for name, pattern, replacement, requires in self._rules:
-            if requires is not None and requires not in text:
-                continue
+        for name, pattern, replacement in self._rules:
             try:
                 text = pattern.sub(replacement, text)
             except Exception as exc:

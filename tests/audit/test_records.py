@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
 
 from steerguard.audit.build import RecordBuilder, RequestItem, draft_of
 from steerguard.audit.chain import ChainHead, canonical, record_hash
@@ -146,13 +145,10 @@ def test_default_mask_rules_mask_what_the_plain_patterns_do(name: str, plain: st
         assert masker(text) == re.sub(plain, rule.replacement, text), text[:40]
 
 
-def test_a_rule_skips_text_without_what_it_requires() -> None:
-    rule = MaskRule(name="ticket", pattern=r"T-\d+", replacement="[T]", requires="T-")
-    masker = Masker([rule])
+def test_a_rule_of_ones_own_masks_its_matches() -> None:
+    masker = Masker([MaskRule(name="ticket", pattern=r"T-\d+", replacement="[T]")])
     assert masker("see T-1234 and T-5") == "see [T] and [T]"
     assert masker("see t-1234") == "see t-1234"
-    with pytest.raises(ValidationError):
-        MaskRule(name="x", pattern="a", requires="")
 
 
 def test_repeated_texts_are_masked_once_but_a_custom_masker_sees_each() -> None:
@@ -234,10 +230,13 @@ def test_config_env_file_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 def test_mask_rules_from_a_config_file(tmp_path: Path) -> None:
     cfg_file = tmp_path / "steerguard.yml"
-    cfg_file.write_text("audit:\n  mask_rules:\n    - name: ticket\n      pattern: 'T-\\d+'\n"
-                        "      replacement: '[TICKET]'\n      requires: 'T-'\n")
+    rule = "audit:\n  mask_rules:\n    - name: ticket\n      pattern: 'T-\\d+'\n"
+    cfg_file.write_text(rule + "      replacement: '[TICKET]'\n")
     cfg = AuditConfig.load(cfg_file)
     assert Masker(cfg.mask_rules)("see T-42, not t-42") == "see [TICKET], not t-42"
+    cfg_file.write_text(rule + "      requires: 'T-'\n")  # a rule cannot be made optional
+    with pytest.raises(AuditConfigError, match=r"mask_rules\.0\.requires"):
+        AuditConfig.load(cfg_file)
     cfg_file.write_text("audit:\n  mask_rules:\n    - name: bad\n      pattern: '(unclosed'\n")
     with pytest.raises(AuditConfigError, match="does not compile"):
         AuditConfig.load(cfg_file)
