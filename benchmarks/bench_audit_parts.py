@@ -107,9 +107,9 @@ def mask_round(explanations: list[str]) -> dict[str, float]:
     out: dict[str, float] = {}
     for name, rules in (("default", DEFAULT_MASKS), ("plain", PLAIN_MASKS)):
         out[f"mask_explanation_us_{name}"] = per_item_us(
-            lambda t, rules=rules: Masker(rules)._apply_rules(t), explanations)
+            lambda t, rules=rules: Masker(rules)(t), explanations)
         out[f"mask_long_word_ms_{name}"] = per_item_us(
-            lambda t, rules=rules: Masker(rules)._apply_rules(t), word) / 1000
+            lambda t, rules=rules: Masker(rules)(t), word) / 1000
     return out
 
 
