@@ -64,11 +64,6 @@ class RecordBuilder:
         self._mask = masker
         self._store_user_id = store_user_id
         self._store_text = store_text
-        self._model_cache: dict[int, tuple[ModelFingerprint, dict[str, Any]]] = {}
-        self._static_fields: dict[tuple[Any, ...], tuple[dict[str, Any], tuple[str, ...]]] = {}
-        self._user_refs: dict[str, str] = {}
-        self._evidence_refs: dict[str, str] = {}
-        self._decision_keys: dict[tuple[Any, ...], tuple[tuple[str, ...], tuple[str, ...]]] = {}
 
     def keyed_hash(self, domain: str, value: str) -> str:
         return self._hmac.hex(f"{domain}\0{value}".encode())[:32]
@@ -76,17 +71,7 @@ class RecordBuilder:
     def user_ref(self, user_id: str) -> str:
         if self._store_user_id:
             return user_id
-        # users repeat; an HMAC per record showed up in writer profiles
-        return self._remembered(self._user_refs, "user", user_id, 65_536)
-
-    def _remembered(self, cache: dict[str, str], domain: str, value: str, size: int) -> str:
-        """keyed_hash(domain, value), kept for values that recur."""
-        ref = cache.get(value)
-        if ref is None:
-            if len(cache) > size:
-                cache.clear()
-            ref = cache[value] = self.keyed_hash(domain, value)
-        return ref
+        return self.keyed_hash("user", user_id)
 
     def build(self, item: RequestItem) -> tuple[list[Draft], MaskingError | None]:
         """Drafts (the decision first, then one per intervention) and a masking error.
@@ -103,31 +88,17 @@ class RecordBuilder:
             decision = self._decision(item, common, drafts)
         except MaskingError as exc:
             return drafts, exc
-        own, aggs = self._decision_keys_of(hour, status, decision["rules"])
-        drafts.insert(0, Draft(decision, shared + own, aggs))
+        ids = [r["rule_id"] for r in decision["rules"]]
+        drafts.insert(0, Draft(decision, shared + own_indexes(ids, None),
+                               agg_fields("decision", status, ids, None, hour)))
         return drafts, None
-
-    def _decision_keys_of(self, hour: str, status: str, rules: list[dict[str, Any]]
-                          ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """A decision record's own index keys and aggregate fields: the same few sets of
-        matched rules recur, hour after hour."""
-        ids = tuple(r["rule_id"] for r in rules)
-        key = (hour, status, ids)
-        hit = self._decision_keys.get(key)
-        if hit is None:
-            if len(self._decision_keys) > 4096:
-                self._decision_keys.clear()
-            hit = self._decision_keys[key] = (own_indexes(ids, None),
-                                              agg_fields("decision", status, ids, None, hour))
-        return hit
 
     def _quote(self, text: str) -> str:
         """A quote of the conversation as stored: with store_text the text (masked with the
         rest of its field), else a keyed hash of it."""
         if self._store_text:
             return repr(text)
-        # the same keywords and phrases match request after request
-        tag = self._remembered(self._evidence_refs, "evidence", text, 4096)[:16]
+        tag = self.keyed_hash("evidence", text)[:16]
         return f"[text withheld, hmac {tag}]"
 
     def _evidence(self, e: Evidence) -> dict[str, Any]:
@@ -193,17 +164,9 @@ class RecordBuilder:
             "span_id": item.span_id,
         }
 
-    def _model(self, fp: ModelFingerprint | None) -> dict[str, Any] | None:
-        """The fingerprint's dict; a process serves one model or a few, as the same objects.
-        The entry holds the object, so its id cannot be reused by another one."""
-        if fp is None:
-            return None
-        hit = self._model_cache.get(id(fp))
-        if hit is None or hit[0] is not fp:
-            if len(self._model_cache) > 64:
-                self._model_cache.clear()
-            hit = self._model_cache[id(fp)] = (fp, fp.model_dump())
-        return hit[1]
+    @staticmethod
+    def _model(fp: ModelFingerprint | None) -> dict[str, Any] | None:
+        return fp.model_dump() if fp is not None else None
 
     def _content(self, item: RequestItem) -> dict[str, Any]:
         answer = item.answer if item.answer is not None else (
@@ -249,21 +212,13 @@ class RecordBuilder:
             out.append((body, own, fields["vector"]))
         return out
 
-    def _static(self, iv: Intervention) -> tuple[dict[str, Any], tuple[str, ...]]:
-        """An intervention's own fields and index keys. Rules ask for the same interventions
-        request after request (as new objects), so the last few are kept by value."""
-        key = (iv.vector, iv.layers, iv.strength or str(iv.strength), iv.op, iv.positions.scope,
-               iv.positions.n, iv.source)
-        hit = self._static_fields.get(key)
-        if hit is not None:
-            return hit
-        if len(self._static_fields) > 4096:
-            self._static_fields.clear()
+    @staticmethod
+    def _static(iv: Intervention) -> tuple[dict[str, Any], tuple[str, ...]]:
+        """An intervention's own fields and index keys."""
         fields = {"kind": "intervention", "vector": iv.vector, "layers": list(iv.layers),
                   "strength": iv.strength, "op": iv.op.value, "positions": str(iv.positions),
                   "rule_id": iv.source}
-        hit = self._static_fields[key] = (fields, own_indexes((iv.source,), iv.vector))
-        return hit
+        return fields, own_indexes((iv.source,), iv.vector)
 
 
 def planned(decision: Decision) -> list[Any]:
