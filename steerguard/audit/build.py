@@ -5,12 +5,12 @@ session, outcome, hour) is worked out once per request, not once per record."""
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from steerguard.audit.errors import MaskingError
-from steerguard.audit.keyed import KeyedHash
 from steerguard.audit.keys import index_suffix
 from steerguard.audit.masking import Masker
 from steerguard.audit.records import SCHEMA_VERSION, Outcome
@@ -60,13 +60,13 @@ class RecordBuilder:
     def __init__(
         self, key: bytes, masker: Masker, *, store_user_id: bool, store_text: bool
     ) -> None:
-        self._hmac = KeyedHash(key)
+        self._key = key
         self._mask = masker
         self._store_user_id = store_user_id
         self._store_text = store_text
 
     def keyed_hash(self, domain: str, value: str) -> str:
-        return self._hmac.hex(f"{domain}\0{value}".encode())[:32]
+        return hmac.digest(self._key, f"{domain}\0{value}".encode(), "sha256").hex()[:32]
 
     def user_ref(self, user_id: str) -> str:
         if self._store_user_id:

@@ -12,7 +12,6 @@ from steerguard.audit.build import RecordBuilder, RequestItem, draft_of
 from steerguard.audit.chain import ChainHead, canonical, record_hash
 from steerguard.audit.config import DEFAULT_MASKS, AuditConfig, MaskRule
 from steerguard.audit.errors import AuditConfigError, MaskingError
-from steerguard.audit.keyed import KeyedHash
 from steerguard.audit.masking import Masker
 from steerguard.audit.records import (
     DecisionRecord,
@@ -188,10 +187,12 @@ def test_no_reports_records_planned_interventions_unmeasured() -> None:
     assert bodies[0]["outcome"] == {"status": "error", "error_type": "TimeoutError"}
 
 
-def test_keyed_hash_is_hmac_sha256() -> None:
+def test_keyed_hash_is_hmac_sha256_of_domain_and_value() -> None:
     for key in (b"", b"k" * 32, b"\xff" * 64, b"long key " * 20):
-        for msg in (b"", b"user\0alice", "évidence".encode() * 50):
-            assert KeyedHash(key).digest(msg) == hmac.digest(key, msg, "sha256")
+        builder = RecordBuilder(key, Masker(()), store_user_id=False, store_text=False)
+        for value in ("", "alice", "évidence" * 50):
+            expected = hmac.digest(key, f"user\0{value}".encode(), "sha256").hex()[:32]
+            assert builder.keyed_hash("user", value) == expected
 
 
 def test_stored_bodies_give_the_drafts_built() -> None:
