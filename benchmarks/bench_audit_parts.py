@@ -31,11 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_audit import MODEL, request
 from benchmarks.common import RESULTS, machine
-from steerguard.audit.build import Draft, RecordBuilder, RequestItem
+from steerguard.audit.build import RecordBuilder, RequestItem
 from steerguard.audit.chain import ChainHead
 from steerguard.audit.config import DEFAULT_MASKS, MaskRule
 from steerguard.audit.masking import Masker
-from steerguard.audit.records import Outcome, parse_record
+from steerguard.audit.records import Draft, Outcome, parse_record
 from steerguard.audit.sealed import Sealed
 from steerguard.audit.sink import RedisSink
 from steerguard.canonical import canonical
@@ -78,9 +78,7 @@ def one_round(n: int) -> dict[str, float]:
     chain, sealed = ChainHead("bench"), []
 
     def seal(ds: list[Draft]) -> None:
-        for draft in ds:
-            payload, digest = chain.seal(draft.body)
-            sealed.append(Sealed.of(draft, payload, digest))
+        sealed.extend(Sealed.seal(chain, draft) for draft in ds)
 
     out["seal_us_per_record"] = per_item_us(seal, drafts, per=3)
     batches = [sealed[k:k + 512] for k in range(0, len(sealed), 512)]

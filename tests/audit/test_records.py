@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from steerguard.audit.build import RecordBuilder, RequestItem, draft_of
+from steerguard.audit.build import RecordBuilder, RequestItem
 from steerguard.audit.chain import ChainHead, canonical, record_hash
 from steerguard.audit.config import DEFAULT_MASKS, AuditConfig, MaskRule
 from steerguard.audit.errors import AuditConfigError, MaskingError
@@ -20,6 +20,7 @@ from steerguard.audit.records import (
     Outcome,
     parse_record,
 )
+from steerguard.audit.sealed import Sealed
 from steerguard.policy.explain import explanation
 from steerguard.runtime.report import LayerMeasurement
 
@@ -47,7 +48,7 @@ def _builder(**kw) -> RecordBuilder:  # type: ignore[no-untyped-def]
 def _build(builder: RecordBuilder, item: RequestItem
            ) -> tuple[list[dict[str, Any]], MaskingError | None]:
     drafts, err = builder.build(item)
-    return [x.body for x in drafts], err
+    return [x.model_dump(mode="json") for x in drafts], err
 
 
 def test_bodies_match_the_schema_and_link_by_decision_id() -> None:
@@ -76,8 +77,8 @@ def test_bodies_match_the_schema_and_link_by_decision_id() -> None:
 
 
 def test_measurements_are_recorded_field_for_field() -> None:
-    """The builder hands the runtime's measurement fields to the record as they are, so the
-    two schemas must name the same fields, and the record must hold each value."""
+    """The record reads the runtime's measurements by their attributes, so the two schemas
+    must name the same fields, and the record must hold each value."""
     assert LayerMeasurement.model_fields.keys() == Measurement.model_fields.keys()
     d = f.decision()
     res = f.result(d)
@@ -195,23 +196,30 @@ def test_keyed_hash_is_hmac_sha256_of_domain_and_value() -> None:
             assert builder.keyed_hash("user", value) == expected
 
 
-def test_stored_bodies_give_the_drafts_built() -> None:
-    """Records replayed from the spill file are indexed and counted as when first built."""
+def test_stored_records_are_indexed_as_built() -> None:
+    """Records replayed from the spill file are indexed and counted as when first built, and
+    their stored bytes are the canonical JSON of the record they parse to."""
     for d, kw in ((f.decision(), {}), (f.decision(2), {"outcome": Outcome.cancelled()}),
                   (f.decision(3), {"session_id": None, "user_id": None})):
         drafts, _ = _builder().build(_item(d, f.result(d), **kw))
+        head = ChainHead("c")
         for draft in drafts:
-            stored = draft_of(json.loads(canonical(draft.body)))
-            assert (stored.indexes, stored.aggs) == (draft.indexes, draft.aggs)
-    dec, iv = drafts[0], drafts[1]
+            sealed = Sealed.seal(head, draft)
+            stored = Sealed.read(sealed.hash, sealed.payload)
+            assert stored == sealed
+            record = parse_record(sealed.payload)
+            assert canonical(record.model_dump(mode="json")) == sealed.payload
+            assert record.model_dump(exclude={"chain", "seq", "prev"}) == draft.model_dump()
+    dec, iv = (Sealed.seal(ChainHead("c"), draft) for draft in drafts[:2])
     assert not any(i.startswith(("u:", "s:", "o:")) for i in dec.indexes)
-    assert iv.indexes[-1] == "v:" + iv.body["vector"]
+    assert iv.indexes[-1] == "v:" + drafts[1].vector
 
 
 def test_only_uncommon_outcomes_are_indexed() -> None:
     d = f.decision()
-    done = _builder().build(_item(d, f.result(d)))[0][0]
-    failed = _builder().build(_item(d, outcome=Outcome.error(TimeoutError())))[0][0]
+    done = Sealed.seal(ChainHead("c"), _builder().build(_item(d, f.result(d)))[0][0])
+    failed = Sealed.seal(ChainHead("c"),
+                         _builder().build(_item(d, outcome=Outcome.error(TimeoutError())))[0][0])
     assert not any(i.startswith("o:") for i in done.indexes)
     assert "o:error" in failed.indexes
     assert any(a.endswith("\0o:completed") for a in done.aggs)  # still counted
