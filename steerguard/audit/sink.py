@@ -13,7 +13,6 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-import hiredis
 import redis
 
 from steerguard.audit.connection import Client, pool_for
@@ -98,7 +97,6 @@ class RedisSink:
         for day in sorted({run[0].day for run in todo}):
             self._note_day(day)
         sent: list[tuple[list[Sealed], Any]] = []
-        buffers: dict[int, tuple[Any, list[bytes]]] = {}
         try:
             for run in todo:
                 day, chain = run[0].day, run[0].chain
@@ -109,14 +107,9 @@ class RedisSink:
                     expect = self.recent.head(chain, day)
                 argv = self._argv(self.keys.tag(day), chain, run, expect, probe=self.cluster)
                 conn = self._connection(self.keys.head(day))
-                # hiredis directly: redis-py's packer re-checks every argument in Python first
-                buffers.setdefault(id(conn), (conn, []))[1].append(hiredis.pack_command(
-                    ("EVALSHA", self._sha, 1, self.keys.head(day), *argv)))
+                conn.send_command("EVALSHA", self._sha, 1, self.keys.head(day), *argv)
                 sent.append((run, conn))
                 self._sent_heads[(chain, day)] = run[-1].seq
-            for conn, packed in buffers.values():
-                # one buffer: given a list, redis-py makes a system call per item
-                conn.send_packed_command([b"".join(packed)], check_health=False)
         except BaseException:
             self.reset()
             raise
@@ -219,8 +212,7 @@ class RedisSink:
         self._note_day(day)
         argv = self._argv(self.keys.tag(day), chain, run, expect, probe=self.cluster)
         try:
-            ok, head = self.client.execute_command(
-                "EVALSHA", self._sha, 1, self.keys.head(day), *argv)
+            ok, head = self.client.evalsha(self._sha, 1, self.keys.head(day), *argv)
         except redis.exceptions.NoScriptError:
             self.client.script_load(WRITE_BATCH)
             return self._call(day, chain, run, expect)
