@@ -50,6 +50,8 @@ from steerguard.vectors.fingerprint import ModelFingerprint
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ModelFingerprint(model_id="HuggingFaceTB/SmolLM2-135M-Instruct",
                          architecture="LlamaForCausalLM", hidden_size=576, num_layers=30)
+RATIOS = ("writer_records_per_s", "writer_cpu_us_per_record", "query_100_ms_p95",
+          "query_100_cpu_ms")
 # What the issue asks of the audit log on this machine.
 FLOORS = {"writer_records_per_s": 20_000, "record_us_per_record_p99": 20,
           "query_100_ms_p95": 5}
@@ -126,10 +128,11 @@ class Bench:
 
         # the writer drains the queue: built, masked, sealed, written with their indexes
         before = self._server_usec("evalsha")
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         log._writer.start()
         assert log.flush(300), log.counters
         out["writer_records_per_s"] = round(records / (time.perf_counter() - t0))
+        out["writer_cpu_us_per_record"] = round((time.process_time() - cpu0) / records * 1e6, 2)
         log.close()
         out["redis_script_us_per_record"] = round(
             (self._server_usec("evalsha") - before) / records, 2)
@@ -142,6 +145,7 @@ class Bench:
         store = AuditStore(self.client, self.cfg)
         since = int(time.time() * 1000) - 3_600_000
         lat: list[float] = []
+        cpu0 = time.process_time()
         for i in range(self.queries):
             t = time.perf_counter()
             page = store.query(user=f"u{i % 100}", since=since, limit=100)
@@ -149,6 +153,7 @@ class Bench:
             assert len(page.records) == 100
         out["query_100_ms_p50"] = round(pct(lat, 50), 3)
         out["query_100_ms_p95"] = round(pct(lat, 95), 3)
+        out["query_100_cpu_ms"] = round((time.process_time() - cpu0) / self.queries * 1000, 3)
         return out
 
     def _server_usec(self, *commands: str) -> int:
@@ -256,15 +261,16 @@ def summary(rounds: list[dict[str, float]]) -> dict[str, dict[str, float]]:
 
 
 def ratios(trees: list[Tree], reference: Tree) -> dict[str, dict[str, dict[str, float]]]:
-    """Per round, each tree's writer rate and query p95 over the reference's of that round:
-    median and range."""
+    """Per round, each tree's writer rate, the writer's CPU time per record (this process's:
+    steadier than the rate on a loaded machine), the query's p95 and CPU time, each over the
+    reference's of the same round: median and range."""
     out = {}
     for tree in trees:
         if tree is reference:
             continue
         per_round = {k: [a[k] / b[k] for a, b in zip(tree.rounds, reference.rounds,
                                                       strict=True)]
-                     for k in ("writer_records_per_s", "query_100_ms_p95")}
+                     for k in RATIOS}
         out[tree.label] = {k: {"median": round(statistics.median(v), 3),
                                "min": round(min(v), 3), "max": round(max(v), 3)}
                            for k, v in per_round.items()}
