@@ -156,7 +156,7 @@ class RecordBuilder:
                 **common, **_planned_fields(rep.intervention), record_id=item.ids[n + 1],
                 index=rep.index, vector_hash=rep.vector_hash, coefficients=rep.coefficients,
                 measured=True,
-                measurements=rep.layers,  # LayerMeasurements, read by their attributes
+                measurements=rep.layers,
                 positions_affected=rep.positions_affected,
                 mean_delta_norm=rep.mean_delta_norm,
             ) for n, rep in enumerate(item.reports)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from datetime import UTC, date, datetime, timedelta
 
 _SAFE = re.compile(r"^[A-Za-z0-9._@/+=-]{1,80}$")
@@ -26,7 +27,7 @@ DECISIONS = "dec"  # suffix of the day's decision hash: decision id -> its recor
 
 
 def day_of(ts_ms: int) -> str:
-    return datetime.fromtimestamp(ts_ms // 1000, UTC).strftime("%Y%m%d")
+    return time.strftime("%Y%m%d", time.gmtime(ts_ms // 1000))
 
 
 def day_start_ms(day: str) -> int:

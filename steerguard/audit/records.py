@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from steerguard.runtime.report import LayerMeasurement
 from steerguard.vectors.fingerprint import ModelFingerprint
 
 SCHEMA_VERSION = 1
@@ -77,16 +78,10 @@ class Content(_Frozen):
     answer_text: str | None = None
 
 
-class Measurement(_Frozen):
-    """The runtime's LayerMeasurement, field for field (read from its attributes)."""
-
-    model_config = ConfigDict(from_attributes=True)
-
-    layer: int
-    positions_affected: int
-    delta_norm: float
-    projection_before: float
-    projection_after: float
+# The runtime's per-layer measurement, recorded as it is: an intervention record holds the
+# report's own objects (no copy to validate), so a field added there is a field added here
+# (a schema change: schema_version).
+Measurement = LayerMeasurement
 
 
 class DraftBase(_Frozen):
