@@ -10,12 +10,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import hiredis
 import orjson
+import redis
 from pydantic import BaseModel, ConfigDict
+from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainError
 
 from steerguard.audit.build import RecordBuilder
 from steerguard.audit.config import AuditConfig
-from steerguard.audit.connection import Client, connect
+from steerguard.audit.connection import Client, connect, pool_for
 from steerguard.audit.embedded import EmbeddedServer
 from steerguard.audit.indexes import UNINDEXED_OUTCOME
 from steerguard.audit.keys import (
@@ -37,6 +40,14 @@ TimeLike = datetime | int | float | None
 _DRIVE_ORDER = ("decision", "session", "user", "rule", "vector", "outcome")
 _DIRECT_DAYS = 3  # a query over at most this many days skips listing the days present
 _SKEW_MS = 60_000  # stream ids are write times; a record's ts is earlier by at most its lag
+# What a cluster node says when it no longer (or not yet) serves a slot, and what a node
+# that failed does: the cluster client knows how to go on from either.
+_REROUTE = (MovedError, AskError, TryAgainError, ClusterDownError, redis.ConnectionError,
+            redis.TimeoutError)
+
+
+class _Reroute(Exception):
+    """A direct read of a cluster node failed in a way the cluster client handles."""
 
 
 def to_ms(value: TimeLike, default: int) -> int:
@@ -265,16 +276,54 @@ class AuditStore:
     def _fetch(self, day: str, spans: list[tuple[str, int]]) -> list[list[Record]]:
         """Each span's records (one XRANGE each, in one round trip)."""
         stream = self.keys.stream(day)
-        pipe = self.client.pipeline(transaction=False)
-        for sid, n in spans:
-            pipe.xrange(stream, sid, "+", count=n)
-        return [[parse_record(fields[b"r"]) for _, fields in entries]
-                for entries in pipe.execute()]
+        try:
+            replies = self._raw([("XRANGE", stream, sid, "+", "COUNT", n) for sid, n in spans],
+                                stream)
+            payloads = [[_field(fields, b"r") for _, fields in entries] for entries in replies]
+        except _Reroute:  # the cluster client follows a moved slot or a failover
+            pipe = self.client.pipeline(transaction=False)
+            for sid, n in spans:
+                pipe.xrange(stream, sid, "+", count=n)
+            payloads = [[fields[b"r"] for _, fields in entries] for entries in pipe.execute()]
+        return [[parse_record(p) for p in span] for span in payloads]
 
     def _zrange(self, key: str, lo: int, hi: int, num: int) -> list[tuple[bytes, int]]:
         """Up to `num` (member, score) of an index with scores in [lo, hi], in order."""
-        return [(m, int(sc)) for m, sc in self.client.zrangebyscore(
-            key, lo, hi, start=0, num=num, withscores=True)]
+        try:
+            reply = self._raw(
+                [("ZRANGE", key, lo, hi, "BYSCORE", "LIMIT", 0, num, "WITHSCORES")], key)[0]
+        except _Reroute:  # the cluster client follows a moved slot or a failover
+            return [(m, int(sc)) for m, sc in self.client.zrangebyscore(
+                key, lo, hi, start=0, num=num, withscores=True)]
+        if reply and isinstance(reply[0], list):  # RESP3: [member, score] pairs
+            return [(m, int(sc)) for m, sc in reply]
+        return [(m, int(sc)) for m, sc in zip(reply[::2], reply[1::2], strict=True)]
+
+    def _raw(self, commands: list[tuple[str | int, ...]], key: str) -> list[Any]:
+        """Commands on `key`'s day, packed by hiredis, sent in one buffer, replies read raw:
+        for the small replies of a query, redis-py's pipeline and reply callbacks cost more
+        per command than Redis spends answering (and it makes a system call per command of
+        a list). On a cluster they go to the node that serves the day (its keys share one
+        slot); if that node has lost the slot or failed, _Reroute is raised."""
+        if isinstance(self.client, redis.Redis):
+            return self._send_raw(self.client.connection_pool, commands)
+        try:
+            return self._send_raw(pool_for(self.client, key), commands)
+        except _REROUTE as exc:
+            raise _Reroute(str(exc)) from exc
+
+    @staticmethod
+    def _send_raw(pool: redis.ConnectionPool, commands: list[tuple[str | int, ...]]
+                  ) -> list[Any]:
+        conn = pool.get_connection()
+        try:
+            conn.send_packed_command([b"".join(hiredis.pack_command(c) for c in commands)])
+            return [conn.read_response() for _ in commands]
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)
 
     def _scan_stream(self, day: str, lo: int, mark: Mark | None,
                      chunk: int = 500) -> Iterator[tuple[Mark, Record]]:
@@ -420,6 +469,11 @@ def _after(rows: list[Mark], mark: Mark | None) -> list[Mark]:
             continue
         out.append(row)
     return out
+
+
+def _field(fields: list[bytes], name: bytes) -> bytes:
+    """A stream entry's field from its raw [name, value, ...] list."""
+    return fields[fields.index(name) + 1]
 
 
 def _matches(rec: Record, filters: dict[str, str], kind: str | None) -> bool:

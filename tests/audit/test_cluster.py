@@ -430,8 +430,9 @@ def _finish_migration(cluster: LocalCluster, slot: int, source: redis.Redis, por
 def test_a_query_follows_a_day_that_moved_to_another_node(
     cluster: LocalCluster, cfg: AuditConfig, clock: types.SimpleNamespace
 ) -> None:
-    """After a reshard the node a store had read a day from answers MOVED; the cluster client
-    follows the redirect and corrects its slot map."""
+    """Queries send a day's commands straight to the node the client last knew for it; after
+    a reshard that node answers MOVED, and the query reads through the cluster client, which
+    follows the redirect."""
     day = day_of(int(time.time() * 1000) - 300 * DAY_MS)  # a day no other test writes
     with AuditLog(cfg) as log:
         ids = [_record(log, clock, day, i) for i in range(3)]
@@ -449,6 +450,15 @@ def test_a_query_follows_a_day_that_moved_to_another_node(
             assert [r.record_id for r in page.records + rest.records] == mine
         slot, _, port, _ = migration
         assert store.client.nodes_manager.get_node_from_slot(slot).port == port  # type: ignore
+        tried: list[object] = []
+
+        def failed(pool: object, commands: object) -> list[object]:
+            tried.append(commands)  # a node that went away (a failover would follow)
+            raise redis.ConnectionError("connection refused")
+
+        store._send_raw = failed  # type: ignore[method-assign]
+        assert [r.record_id for r in store.query(user="alice", since=since).records] == mine
+        assert tried
     finally:
         store.close()
 
