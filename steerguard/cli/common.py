@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
@@ -12,6 +13,7 @@ import typer
 from rich.console import Console
 
 from steerguard.errors import SteerguardError
+from steerguard.resources import concepts_dir
 
 if TYPE_CHECKING:
     from steerguard.runtime.engine import SteeringEngine
@@ -24,8 +26,7 @@ R = TypeVar("R")
 console = Console()
 err_console = Console(stderr=True)
 
-# The repository's concept datasets, wherever the command runs from (as the default bundle).
-DEFAULT_CONCEPTS = Path(__file__).resolve().parents[2] / "policies" / "concepts"
+DEFAULT_CONCEPTS = concepts_dir()
 
 
 def user_errors(func: Callable[P, R]) -> Callable[P, R]:
@@ -51,10 +52,28 @@ def quiet_transformers() -> None:
 
 
 def load_quietly(model: str) -> LoadedModel:
-    """load_model with a spinner and without library chatter."""
-    from steerguard.runtime.loading import load_model
+    """load_model with a spinner and without library chatter; the first use of the bundled
+    model says that it converts the model, and how long that takes."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from steerguard.runtime.loading import BUNDLED, bundled_model_converted, load_model
 
     quiet_transformers()
+    if model == BUNDLED and not bundled_model_converted():
+        columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+        started = time.perf_counter()
+        with Progress(*columns, console=err_console, transient=True) as progress:
+            progress.add_task(
+                "converting the bundled model to safetensors (first run only, about 30 s)",
+                total=None,
+            )
+            loaded = load_model(model)
+        err_console.print(
+            f"converted the bundled model in {time.perf_counter() - started:.0f} s "
+            f"(first run only; kept in {loaded.source})",
+            soft_wrap=True,
+        )
+        return loaded
     with err_console.status(f"loading model {model} ..."):
         return load_model(model)
 

@@ -16,6 +16,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from steerguard.cli.common import DEFAULT_CONCEPTS, console, err_console, load_engine, user_errors
+from steerguard.resources import default_bundle_path
 from steerguard.runtime.loading import BUNDLED
 
 
@@ -85,7 +86,7 @@ def demo(
 ) -> None:
     """Three users, two turns each: decision, steered and unsteered answers, then the audit."""
     from steerguard.audit import AuditConfig, AuditLog, AuditStore
-    from steerguard.pipeline import Request, SteeringPipeline, default_bundle_path
+    from steerguard.pipeline import Request, SteeringPipeline
     from steerguard.policy import (
         ChatMessage,
         PolicyEngine,

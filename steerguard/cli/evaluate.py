@@ -18,9 +18,8 @@ from steerguard.cli.common import (
     user_errors,
 )
 from steerguard.errors import PlanError
+from steerguard.resources import default_bundle_path
 from steerguard.runtime.loading import BUNDLED
-
-DEFAULT_BUNDLE = Path("policies/support")
 
 
 def _strengths(text: str) -> tuple[float, ...]:
@@ -56,7 +55,7 @@ def evaluate(
     ),
     bundle: Annotated[
         Path | None, typer.Option(help="Policy bundle whose activation conditions to measure.")
-    ] = DEFAULT_BUNDLE,
+    ] = default_bundle_path(),
     conditions: Annotated[bool, typer.Option(help="Measure activation conditions.")] = True,
     conditions_only: Annotated[
         bool, typer.Option("--conditions-only", help="Only (re)calibrate the bundle's "
@@ -79,6 +78,7 @@ def evaluate(
     from rich.progress import Progress
 
     from steerguard.cli.generate import _layers
+    from steerguard.eval.extra import require_eval_extra
     from steerguard.eval.run import evaluate as run_eval
     from steerguard.eval.sweep import SweepConfig
     from steerguard.vectors.datasets import load_concepts
@@ -86,6 +86,7 @@ def evaluate(
     if conditions_only:
         _conditions_only(bundle, model, record, report, threads)
         return
+    require_eval_extra()
     chosen = [c for c in load_concepts(concepts) if not only or c.meta.name in only]
     if not chosen:
         raise PlanError(f"--only {only}: no such concepts under {concepts}")

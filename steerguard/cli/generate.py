@@ -12,7 +12,7 @@ from rich.table import Table
 
 from steerguard.cli.common import DEFAULT_CONCEPTS, console, load_engine, user_errors
 from steerguard.errors import PlanError
-from steerguard.runtime.loading import BUNDLED
+from steerguard.runtime.bundled import BUNDLED
 from steerguard.vectors.datasets import ConceptMeta, load_concept
 
 

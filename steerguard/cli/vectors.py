@@ -12,12 +12,11 @@ from rich.table import Table
 from steerguard.cli.common import (
     DEFAULT_CONCEPTS,
     console,
-    load_engine,
     load_quietly,
     user_errors,
 )
 from steerguard.errors import VectorError
-from steerguard.runtime.loading import BUNDLED
+from steerguard.runtime.bundled import BUNDLED
 
 app = typer.Typer(help="Build, inspect and move steering vectors.", no_args_is_help=True)
 
@@ -29,7 +28,15 @@ ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model spec or path
 def build(
     concepts: Annotated[Path, typer.Option(help="Folder of concept datasets.")] = DEFAULT_CONCEPTS,
     model: ModelOpt = BUNDLED,
-    force: Annotated[bool, typer.Option(help="Rebuild even when up to date.")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Extract every concept again, even when a stored or shipped "
+                           "vector is up to date.")
+    ] = False,
+    root: Annotated[
+        Path | None, typer.Option(help="Library folder (default: $STEERGUARD_HOME/vectors); "
+                                  "vectors go in ROOT/<model>/. `--root steerguard/policies/"
+                                  "vectors --force` rewrites the shipped ones.")
+    ] = None,
     method: Annotated[
         str, typer.Option(help="mean_diff (difference of means) or pca_diff (first principal "
                           "component of the pair differences).")
@@ -39,13 +46,18 @@ def build(
                           "left out) or last (the last token).")
     ] = "mean_skip_first",
 ) -> None:
-    """Extract a vector per concept (skips concepts whose data, method and pooling did not
-    change)."""
+    """Make a vector per concept: skips concepts whose data, method and pooling did not
+    change, copies the shipped vector when it was made the same way for this model, and
+    extracts the rest."""
+    from steerguard.runtime.engine import SteeringEngine
+    from steerguard.vectors.library import VectorLibrary
+
     if method not in ("mean_diff", "pca_diff"):
         raise VectorError(f"--method {method!r}: expected 'mean_diff' or 'pca_diff'")
     if pooling not in ("mean_skip_first", "last"):
         raise VectorError(f"--pooling {pooling!r}: expected 'mean_skip_first' or 'last'")
-    engine, library = load_engine(model, concepts=None)
+    engine = SteeringEngine(load_quietly(model))
+    library = VectorLibrary(engine.fingerprint, root)
     vectors = library.build(
         engine, concepts, force=force, method=method, pooling=pooling  # type: ignore[arg-type]
     )

@@ -66,9 +66,11 @@ from steerguard.langchain.tools import (
     safe_prefix,
     split_content,
 )
-from steerguard.pipeline import Request, SteeringPipeline, Turn, default_bundle_path
+from steerguard.pipeline import Request, SteeringPipeline, Turn
 from steerguard.policy.engine import PolicyEngine
 from steerguard.policy.inputs import RequestContext, UserProfile
+from steerguard.resources import concepts_dir as shipped_concepts
+from steerguard.resources import default_bundle_path
 from steerguard.runtime.engine import GenerationParams, SteeringEngine
 from steerguard.runtime.loading import BUNDLED
 
@@ -114,7 +116,7 @@ class RequestIdentity:
 # instances (LangChain code creates models freely, e.g. one per test or per bind).
 _shared_lock = threading.Lock()
 _engines: dict[str, SteeringEngine] = {}
-_policies: dict[str, Any] = {}
+_policies: dict[tuple[str, int], Any] = {}  # (bundle path, model's layer count)
 _audits: dict[str, Any] = {}
 _grammars: dict[int, GrammarFactory] = {}
 
@@ -132,21 +134,17 @@ def shared_engine(spec: str = BUNDLED, concepts_dir: Path | None = None) -> Stee
 
 
 def ensure_vectors(engine: SteeringEngine, concepts_dir: Path | None = None) -> None:
-    """Load (building if needed) the concept vectors into an engine that has none."""
+    """Load the concept vectors into an engine that has none: stored, else shipped (the
+    bundled model's), else built."""
     if engine.vectors:
         return
     from steerguard.vectors.library import VectorLibrary
 
-    concepts = concepts_dir or default_bundle_path().parent / "concepts"
     library = VectorLibrary(engine.fingerprint)
-    load_or_build = getattr(library, "load_or_build", None)
     with _shared_lock:
         if engine.vectors:
             return
-        if load_or_build is not None:
-            load_or_build(engine, concepts)
-        else:
-            library.load_into(engine, concepts)
+        library.load_into(engine, concepts_dir or shipped_concepts())
 
 
 def _grammar_factory(engine: SteeringEngine) -> GrammarFactory:
@@ -160,7 +158,7 @@ def _grammar_factory(engine: SteeringEngine) -> GrammarFactory:
         return factory
 
 
-def _policy_source(policy: Any) -> PolicyEngine | Callable[[], PolicyEngine]:
+def _policy_source(policy: Any, num_layers: int) -> PolicyEngine | Callable[[], PolicyEngine]:
     from steerguard.policy.store import PolicyStore
 
     if isinstance(policy, PolicyEngine):
@@ -168,10 +166,10 @@ def _policy_source(policy: Any) -> PolicyEngine | Callable[[], PolicyEngine]:
     if isinstance(policy, PolicyStore):
         return lambda: policy.engine  # hot reloads are picked up per request
     path = str(Path(policy) if policy is not None else default_bundle_path())
-    with _shared_lock:
-        store = _policies.get(path)
+    with _shared_lock:  # a reload that names a layer the model lacks keeps the bundle in force
+        store = _policies.get((path, num_layers))
         if store is None:
-            store = _policies[path] = PolicyStore(path)
+            store = _policies[path, num_layers] = PolicyStore(path, num_layers=num_layers)
     return lambda: store.engine
 
 
@@ -314,7 +312,9 @@ class SteeredChatModel(BaseChatModel):
         else:
             engine = shared_engine(spec, self.concepts_dir)
         audit = None if self.audit is False else (self.audit or _default_audit())
-        pipe = SteeringPipeline(engine, _policy_source(self.policy), audit)
+        pipe = SteeringPipeline(
+            engine, _policy_source(self.policy, engine.fingerprint.num_layers), audit
+        )
         with self._lock:
             return self._pipelines.setdefault(spec, pipe)
 
