@@ -57,6 +57,15 @@ FLOORS = {"writer_records_per_s": 20_000, "record_us_per_record_p99": 20,
           "query_100_ms_p95": 5}
 
 
+# A keyword hit on the user's words, as the tree's policy engine writes it: its own field for
+# the quote where Evidence has one, else the quote as the detail's text.
+KEYWORD_HIT = (
+    Evidence(predicate="keywords", source="message.user", quote="homework", span=(10, 18))
+    if "quote" in Evidence.model_fields
+    else Evidence(predicate="keywords", source="message.user", detail=repr("homework"),
+                  span=(10, 18)))
+
+
 def request(i: int) -> tuple[Decision, GenerationResult]:
     """A request as the pipeline makes it: new objects, two interventions on three layers,
     and the policy engine's own explanation (about 200 characters, which the writer masks)."""
@@ -64,8 +73,7 @@ def request(i: int) -> tuple[Decision, GenerationResult]:
                              layers=(10, 11, 12), strength=0.1, source=f"rule-{i % 5}")
                 for v in ("calm", "formal"))
     bundle = BundleRef(name="default", revision="r1", content_hash="ab" * 32)
-    matched = (RuleMatch(rule_id=f"rule-{i % 5}", priority=1, evidence=(
-        Evidence(predicate="keywords", source="message.user", detail="homework"),)),)
+    matched = (RuleMatch(rule_id=f"rule-{i % 5}", priority=1, evidence=(KEYWORD_HIT,)),)
     d = Decision(
         decision_id=hashlib.sha256(str(i).encode()).hexdigest()[:24], bundle=bundle,
         matched=matched, plan=SteeringPlan(interventions=ivs),
@@ -253,28 +261,26 @@ def label_of(rev: str) -> str:
     return rev if rev == sha else f"{rev} ({sha})"
 
 
-def summary(rounds: list[dict[str, float]]) -> dict[str, dict[str, float]]:
-    """Median and range of each measure over the rounds."""
-    return {k: {"median": round(statistics.median(r[k] for r in rounds), 3),
-                "min": min(r[k] for r in rounds), "max": max(r[k] for r in rounds)}
-            for k in rounds[0]}
+def medians(rounds: list[dict[str, float]]) -> dict[str, float]:
+    return {k: round(statistics.median(r[k] for r in rounds), 3) for k in rounds[0]}
 
 
-def ratios(trees: list[Tree], reference: Tree) -> dict[str, dict[str, dict[str, float]]]:
-    """Per round, each tree's writer rate, the writer's CPU time per record (this process's:
+def ranges(rounds: list[dict[str, float]]) -> dict[str, list[float]]:
+    return {k: [min(r[k] for r in rounds), max(r[k] for r in rounds)] for k in rounds[0]}
+
+
+def ratios(tree: Tree, reference: Tree) -> dict[str, list[float]]:
+    """Per round, the tree's writer rate, the writer's CPU time per record (this process's:
     steadier than the rate on a loaded machine), the query's p95 and CPU time, each over the
-    reference's of the same round: median and range."""
-    out = {}
-    for tree in trees:
-        if tree is reference:
-            continue
-        per_round = {k: [a[k] / b[k] for a, b in zip(tree.rounds, reference.rounds,
-                                                      strict=True)]
-                     for k in RATIOS}
-        out[tree.label] = {k: {"median": round(statistics.median(v), 3),
-                               "min": round(min(v), 3), "max": round(max(v), 3)}
-                           for k, v in per_round.items()}
-    return out
+    reference's of the same round."""
+    return {k: [round(a[k] / b[k], 3) for a, b in zip(tree.rounds, reference.rounds,
+                                                       strict=True)]
+            for k in RATIOS}
+
+
+def meets(values: dict[str, float]) -> dict[str, bool]:
+    return {k: values[k] >= floor if k.endswith("_per_s") else values[k] <= floor
+            for k, floor in FLOORS.items()}
 
 
 def main() -> None:
@@ -287,6 +293,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--requests", type=int, default=10_000)
     ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--out", help="result file name in benchmarks/results (default audit.json, "
+                    "audit_cluster.json with --cluster)")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
@@ -318,23 +326,30 @@ def main() -> None:
             print(f"round {r + 1}: " + ", ".join(
                 f"{t.label} {t.rounds[-1]['writer_records_per_s']}/s" for t in trees),
                 file=sys.stderr)
+        last = trees[-1]
         out: dict[str, Any] = {
             "python": platform.python_version(),
             "redis": redis.Redis.from_url(url).info("server")["redis_version"],
             "cluster_masters": 3 if args.cluster else 0,
-            "command": " ".join(["python benchmarks/bench_audit.py", *sys.argv[1:]]),
             "cpus": os.cpu_count(),
             # the one-minute load average before the first round and after each round
             "load_average": loads,
+            "command": " ".join(["python benchmarks/bench_audit.py", *sys.argv[1:]]),
             "records_per_round": 3 * args.requests,
             "floors": FLOORS,
-            "trees": {t.label: summary(t.rounds) for t in trees},
+            "floors_met_by_this_tree": meets(medians(last.rounds)),
+            "median": {t.label: medians(t.rounds) for t in trees},
         }
         if len(trees) > 1:
-            out["ratio_to_" + trees[0].label] = ratios(trees, trees[0])
+            per_round = {t.label: ratios(t, trees[0]) for t in trees[1:]}
+            out["median_ratio_to_" + trees[0].label] = {
+                label: {k: round(statistics.median(v), 3) for k, v in r.items()}
+                for label, r in per_round.items()}
+            out["ratio_per_round"] = per_round
+        out["range"] = {t.label: ranges(t.rounds) for t in trees}
         out["rounds"] = {t.label: t.rounds for t in trees}
     print(json.dumps(out, indent=2))
-    dest = ROOT / "benchmarks" / "results" / name
+    dest = ROOT / "benchmarks" / "results" / (args.out or name)
     dest.write_text(json.dumps(out, indent=2) + "\n")
 
 
