@@ -4,7 +4,7 @@ Runs on the writer thread, never on the generation path."""
 from __future__ import annotations
 
 import hmac
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,21 +106,30 @@ class RecordBuilder:
             return repr(text)
         return f"[text withheld, hmac {self.keyed_hash('evidence', text)[:16]}]"
 
-    def _evidence(self, e: Evidence) -> EvidenceInfo:
+    def _evidence(self, e: Evidence, quote: Callable[[str], str]) -> EvidenceInfo:
         return EvidenceInfo(predicate=e.predicate, source=e.source,
-                            detail=self._mask(e.describe(self._quote)), span=e.span)
+                            detail=self._mask(e.describe(quote)), span=e.span)
 
     def _decision(self, item: RequestItem, common: dict[str, Any],
                   interventions: Sequence[InterventionDraft]) -> DecisionDraft:
         d, r = item.decision, item.result
-        quoted = any(e.quote is not None for m in d.matched for e in m.evidence)
-        explanation = render(d, self._quote) if quoted else d.explanation
+        # a quote appears in its evidence and again in the explanation: one keyed hash each,
+        # per request
+        quoted: dict[str, str] = {}
+
+        def quote(text: str) -> str:
+            if text not in quoted:
+                quoted[text] = self._quote(text)
+            return quoted[text]
+
+        has_quotes = any(e.quote is not None for m in d.matched for e in m.evidence)
+        explanation = render(d, quote) if has_quotes else d.explanation
         latency = item.latency_s if item.latency_s is not None else (r.latency_s if r else None)
         return DecisionDraft(
             **common,
             record_id=item.ids[0],
             rules=[RuleInfo(rule_id=m.rule_id, priority=m.priority,
-                            evidence=[self._evidence(e) for e in m.evidence])
+                            evidence=[self._evidence(e, quote) for e in m.evidence])
                    for m in d.matched],
             dropped=[DroppedInfo(rule_id=x.rule_id, vector=x.vector, reason=x.reason.value,
                                  detail=self._mask(x.detail))

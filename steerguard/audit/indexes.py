@@ -15,6 +15,11 @@ def indexes_of(record: Draft) -> tuple[str, ...]:
     """Index key suffixes (keys.index_suffix). Every record of a request goes under its user,
     session and uncommon outcome (its decision is looked up in the day's decision hash
     instead: see lua.py), and under its own rules and vector."""
+    return request_indexes(record) + own_indexes(record)
+
+
+def request_indexes(record: Draft) -> tuple[str, ...]:
+    """The index keys every record of the record's request shares: user, session, outcome."""
     out: list[str] = []
     if record.user_ref:
         out.append(index_suffix("user", record.user_ref))
@@ -22,14 +27,16 @@ def indexes_of(record: Draft) -> tuple[str, ...]:
         out.append(index_suffix("session", record.session_id))
     if record.outcome.status != UNINDEXED_OUTCOME:
         out.append(index_suffix("outcome", record.outcome.status))
-    if isinstance(record, DecisionDraft):
-        rules, vector = {r.rule_id for r in record.rules}, None
-    else:
-        rules, vector = {record.rule_id}, record.vector
-    out.extend(index_suffix("rule", r) for r in sorted(r for r in rules if r))
-    if vector:
-        out.append(index_suffix("vector", vector))
     return tuple(out)
+
+
+def own_indexes(record: Draft) -> tuple[str, ...]:
+    """The record's own index keys: its rules and its vector."""
+    if isinstance(record, DecisionDraft):
+        rules = sorted({r.rule_id for r in record.rules if r.rule_id})
+        return tuple(index_suffix("rule", r) for r in rules)
+    out = (index_suffix("rule", record.rule_id),) if record.rule_id else ()
+    return (*out, index_suffix("vector", record.vector)) if record.vector else out
 
 
 def aggregates_of(record: Draft) -> tuple[str, ...]:

@@ -3,10 +3,11 @@ write it (day, decision, index keys, aggregate fields)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from steerguard.audit.chain import ChainHead
-from steerguard.audit.indexes import aggregates_of, indexes_of
+from steerguard.audit.indexes import aggregates_of, indexes_of, own_indexes, request_indexes
 from steerguard.audit.keys import day_of
 from steerguard.audit.records import Draft, parse_record
 
@@ -30,6 +31,22 @@ class Sealed:
         """`draft` as the next record of `head`'s chain."""
         payload, digest = head.seal(draft.model_dump(mode="json"))
         return cls._of(draft, head.chain_id, head.seq, payload, digest)
+
+    @classmethod
+    def seal_request(cls, head: ChainHead, drafts: Sequence[Draft]) -> list[Sealed]:
+        """The drafts of one request as the next records of `head`'s chain, with what they
+        share (day, user, session and outcome index keys) worked out once."""
+        if not drafts:
+            return []
+        first = drafts[0]
+        day, shared = day_of(first.ts), request_indexes(first)
+        out = []
+        for draft in drafts:
+            payload, digest = head.seal(draft.model_dump(mode="json"))
+            out.append(cls(payload, digest, head.chain_id, head.seq, draft.ts, day,
+                           draft.decision_id, shared + own_indexes(draft),
+                           aggregates_of(draft)))
+        return out
 
     @classmethod
     def read(cls, digest: str, payload: bytes) -> Sealed:

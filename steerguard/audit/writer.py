@@ -167,7 +167,7 @@ class Writer:
             if masking_error is not None:
                 log.warning("audit: dropped decision record %s: %s", item.ids[0], masking_error)
                 self.counters.dropped_masking += 1
-            self.pending.extend(Sealed.seal(self.chain, draft) for draft in drafts)
+            self.pending.extend(Sealed.seal_request(self.chain, drafts))
 
     def _deliver(self) -> None:
         try:
