@@ -338,13 +338,14 @@ def main() -> None:
             "records_per_round": 3 * args.requests,
             "floors": FLOORS,
             "floors_met_by_this_tree": meets(medians(last.rounds)),
-            "median": {t.label: medians(t.rounds) for t in trees},
         }
-        if len(trees) > 1:
-            per_round = {t.label: ratios(t, trees[0]) for t in trees[1:]}
+        per_round = {t.label: ratios(t, trees[0]) for t in trees[1:]}
+        if per_round:  # first: the side-by-side numbers are the ones that compare
             out["median_ratio_to_" + trees[0].label] = {
                 label: {k: round(statistics.median(v), 3) for k, v in r.items()}
                 for label, r in per_round.items()}
+        out["median"] = {t.label: medians(t.rounds) for t in trees}
+        if per_round:
             out["ratio_per_round"] = per_round
         out["range"] = {t.label: ranges(t.rounds) for t in trees}
         out["rounds"] = {t.label: t.rounds for t in trees}
