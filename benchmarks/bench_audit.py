@@ -4,7 +4,7 @@ one user in a time range), for this tree and, side by side, for other trees.
 
     python benchmarks/bench_audit.py [--url redis://127.0.0.1:6379/0] [--cluster]
                                      [--against REV_OR_DIR ...] [--rounds 6]
-                                     [--requests 10000] [--queries 200]
+                                     [--requests 10000] [--queries 200] [--out FILE]
 
 Each tree runs in a process of its own that imports that tree's `steerguard` and this file's
 measuring code. A round asks every process, in an order that rotates from round to round, to
@@ -16,8 +16,10 @@ medians and ranges over the rounds.
 
 `--against` takes git revisions (exported with `git archive`) or directories. Each process
 uses a key prefix of its own and deletes its keys after every round. Writes
-benchmarks/results/audit.json; with `--cluster` it starts a local three-master Redis
-Cluster of its own (steerguard/audit/local_cluster.py) and writes audit_cluster.json."""
+benchmarks/results/audit.json (or `--out`); with `--cluster` it starts a local three-master
+Redis Cluster of its own (steerguard/audit/local_cluster.py), gives every tree one of its
+nodes as the startup node, and writes audit_cluster.json. The results record the one-minute
+load average before the first round and after each."""
 
 from __future__ import annotations
 
