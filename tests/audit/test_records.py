@@ -202,9 +202,11 @@ def test_stored_records_are_indexed_as_built() -> None:
     for d, kw in ((f.decision(), {}), (f.decision(2), {"outcome": Outcome.cancelled()}),
                   (f.decision(3), {"session_id": None, "user_id": None})):
         drafts, _ = _builder().build(_item(d, f.result(d), **kw))
-        head = ChainHead("c")
-        for draft in drafts:
-            sealed = Sealed.seal(head, draft)
+        # the writer seals a request's records together; each one alone seals the same
+        one_by_one = [Sealed.seal(head, draft) for head in [ChainHead("c")] for draft in drafts]
+        together = Sealed.seal_request(ChainHead("c"), drafts)
+        assert together == one_by_one
+        for draft, sealed in zip(drafts, together, strict=True):
             stored = Sealed.read(sealed.hash, sealed.payload)
             assert stored == sealed
             record = parse_record(sealed.payload)
