@@ -61,11 +61,6 @@ class MaskRule(BaseModel):
     name: str
     pattern: str
     replacement: str = "[MASKED]"
-    requires: str | None = Field(
-        default=None, min_length=1,
-        description="Text every match contains (say '@' for e-mail addresses): text without it "
-        "skips the rule, for the price of a substring test instead of a regex scan.",
-    )
 
     @field_validator("pattern")
     @classmethod
@@ -79,13 +74,13 @@ class MaskRule(BaseModel):
 
 DEFAULT_MASKS = (
     # Both run over every decision's explanation (and, with store_text, whole prompts and
-    # answers), so they are written to scan in linear time and skip fast (docs/audit.md,
-    # mask rules). The e-mail rule's lookbehind starts a match only where a run of address
-    # characters starts (without it a 2,000-letter word took 15 ms, now 0.02); the number
-    # rule starts with a digit, which lets the engine jump from digit to digit. Their matches
-    # are those of the plain patterns, [\w.+-]+@[\w-]+\.[\w.-]+ and \b(?:\d[ -]?){9,}\d\b.
+    # answers), so they are written to scan in linear time (docs/audit.md, mask rules). The
+    # e-mail rule's lookbehind starts a match only where a run of address characters starts;
+    # the number rule starts with a digit, which lets the engine jump from digit to digit.
+    # Their matches are those of the plain patterns, [\w.+-]+@[\w-]+\.[\w.-]+ and
+    # \b(?:\d[ -]?){9,}\d\b (tests/audit/test_records.py).
     MaskRule(name="email", pattern=r"(?<![\w.+-])[\w.+-]+@[\w-]+\.[\w.-]+",
-             replacement="[EMAIL]", requires="@"),
+             replacement="[EMAIL]"),
     MaskRule(name="long_number", pattern=r"\d(?<!\w\d)(?:[ -]?\d){9,}(?!\w)",
              replacement="[NUMBER]"),
 )

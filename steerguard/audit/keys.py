@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from datetime import UTC, date, datetime, timedelta
 
 _SAFE = re.compile(r"^[A-Za-z0-9._@/+=-]{1,80}$")
@@ -24,18 +25,9 @@ def safe_value(value: str) -> str:
 
 DECISIONS = "dec"  # suffix of the day's decision hash: decision id -> its records' ids
 
-_SUFFIXES: dict[tuple[str, str], str] = {}
-
-
-_DAYS: dict[int, str] = {}
-
 
 def day_of(ts_ms: int) -> str:
-    n = ts_ms // 86_400_000
-    day = _DAYS.get(n)
-    if day is None:  # strftime per record showed up in profiles
-        day = _DAYS[n] = datetime.fromtimestamp(n * 86_400, UTC).strftime("%Y%m%d")
-    return day
+    return time.strftime("%Y%m%d", time.gmtime(ts_ms // 1000))
 
 
 def day_start_ms(day: str) -> int:
@@ -88,14 +80,6 @@ class KeySpace:
     def day_pattern(self, day: str) -> str:
         return f"{self.prefix}:{{{day}}}:*"
 
-    def all_pattern(self) -> str:
-        return f"{self.prefix}:*"
-
 
 def index_suffix(kind: str, value: str) -> str:
-    suffix = _SUFFIXES.get((kind, value))
-    if suffix is None:  # users, sessions, rules and vectors repeat from record to record
-        if len(_SUFFIXES) > 65_536:
-            _SUFFIXES.clear()
-        suffix = _SUFFIXES[(kind, value)] = f"{INDEX_KINDS[kind]}:{safe_value(value)}"
-    return suffix
+    return f"{INDEX_KINDS[kind]}:{safe_value(value)}"

@@ -1,6 +1,7 @@
 """Versioned audit records: one DecisionRecord per request, one InterventionRecord per
-intervention, linked by `decision_id`. The writer builds these as plain dicts for speed
-(see build.py); these models are the schema and what readers get back."""
+intervention, linked by `decision_id`. These models are the one schema: the writer builds
+drafts (a record but for its place in the chain, build.py), stores each draft's JSON sealed
+into its chain (sealed.py), and readers parse the stored bytes back into records."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from steerguard.runtime.report import LayerMeasurement
 from steerguard.vectors.fingerprint import ModelFingerprint
 
 SCHEMA_VERSION = 1
@@ -76,21 +78,18 @@ class Content(_Frozen):
     answer_text: str | None = None
 
 
-class Measurement(_Frozen):
-    layer: int
-    positions_affected: int
-    delta_norm: float
-    projection_before: float
-    projection_after: float
+# The runtime's per-layer measurement, recorded as it is: an intervention record holds the
+# report's own objects (no copy to validate), so a field added there is a field added here
+# (a schema change: schema_version).
+Measurement = LayerMeasurement
 
 
-class RecordBase(_Frozen):
+class DraftBase(_Frozen):
+    """What every record holds but its place in the chain."""
+
     schema_version: Literal[1] = SCHEMA_VERSION
     record_id: str
     ts: int = Field(description="Milliseconds since the epoch, UTC, taken when record() ran.")
-    chain: str = Field(description="Writer chain id; seq and prev are per chain.")
-    seq: int = Field(ge=0)
-    prev: str = Field(description="Hash of the chain's previous record; '' at its start.")
     decision_id: str
     request_id: str | None = None
     session_id: str | None = None
@@ -107,7 +106,15 @@ class RecordBase(_Frozen):
         return datetime.fromtimestamp(self.ts / 1000, UTC)
 
 
-class DecisionRecord(RecordBase):
+class ChainLink(_Frozen):
+    """A record's place in its writer's chain, stamped when it is sealed (chain.py)."""
+
+    chain: str = Field(description="Writer chain id; seq and prev are per chain.")
+    seq: int = Field(ge=0)
+    prev: str = Field(description="Hash of the chain's previous record; '' at its start.")
+
+
+class DecisionDraft(DraftBase):
     kind: Literal["decision"] = "decision"
     rules: tuple[RuleInfo, ...] = ()
     dropped: tuple[DroppedInfo, ...] = ()
@@ -123,7 +130,7 @@ class DecisionRecord(RecordBase):
     latency_ms: float | None = None
 
 
-class InterventionRecord(RecordBase):
+class InterventionDraft(DraftBase):
     kind: Literal["intervention"] = "intervention"
     index: int
     vector: str
@@ -138,6 +145,17 @@ class InterventionRecord(RecordBase):
     measurements: tuple[Measurement, ...] = ()
     positions_affected: int = 0
     mean_delta_norm: float = 0.0
+
+
+Draft = DecisionDraft | InterventionDraft
+
+
+class DecisionRecord(DecisionDraft, ChainLink):
+    """A stored decision record."""
+
+
+class InterventionRecord(InterventionDraft, ChainLink):
+    """A stored intervention record."""
 
 
 AuditRecord = Annotated[DecisionRecord | InterventionRecord, Field(discriminator="kind")]

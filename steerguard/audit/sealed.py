@@ -3,12 +3,13 @@ write it (day, decision, index keys, aggregate fields)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-import orjson
-
-from steerguard.audit.build import Draft, draft_of
+from steerguard.audit.chain import ChainHead
+from steerguard.audit.indexes import aggregates_of, indexes_of, own_indexes, request_indexes
 from steerguard.audit.keys import day_of
+from steerguard.audit.records import Draft, parse_record
 
 
 @dataclass(slots=True)
@@ -26,14 +27,34 @@ class Sealed:
     aggs: tuple[str, ...]  # "agg:HH\0field"
 
     @classmethod
-    def of(cls, draft: Draft, payload: bytes, digest: str) -> Sealed:
-        """`draft` once sealed (its body carries chain and seq)."""
-        body = draft.body
-        ts = body["ts"]
-        return cls(payload, digest, body["chain"], body["seq"], ts, day_of(ts),
-                   body["decision_id"], draft.indexes, draft.aggs)
+    def seal(cls, head: ChainHead, draft: Draft) -> Sealed:
+        """`draft` as the next record of `head`'s chain."""
+        payload, digest = head.seal(draft.model_dump(mode="json"))
+        return cls._of(draft, head.chain_id, head.seq, payload, digest)
+
+    @classmethod
+    def seal_request(cls, head: ChainHead, drafts: Sequence[Draft]) -> list[Sealed]:
+        """The drafts of one request as the next records of `head`'s chain, with what they
+        share (day, user, session and outcome index keys) worked out once."""
+        if not drafts:
+            return []
+        first = drafts[0]
+        day, shared = day_of(first.ts), request_indexes(first)
+        out = []
+        for draft in drafts:
+            payload, digest = head.seal(draft.model_dump(mode="json"))
+            out.append(cls(payload, digest, head.chain_id, head.seq, draft.ts, day,
+                           draft.decision_id, shared + own_indexes(draft),
+                           aggregates_of(draft)))
+        return out
 
     @classmethod
     def read(cls, digest: str, payload: bytes) -> Sealed:
         """A record read back from its stored bytes (the spill file, the rewrite window)."""
-        return cls.of(draft_of(orjson.loads(payload)), payload, digest)
+        record = parse_record(payload)
+        return cls._of(record, record.chain, record.seq, payload, digest)
+
+    @classmethod
+    def _of(cls, record: Draft, chain: str, seq: int, payload: bytes, digest: str) -> Sealed:
+        return cls(payload, digest, chain, seq, record.ts, day_of(record.ts),
+                   record.decision_id, indexes_of(record), aggregates_of(record))

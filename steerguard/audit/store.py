@@ -16,10 +16,11 @@ import redis
 from pydantic import BaseModel, ConfigDict
 from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainError
 
-from steerguard.audit.build import UNINDEXED_OUTCOME, RecordBuilder
+from steerguard.audit.build import RecordBuilder
 from steerguard.audit.config import AuditConfig
 from steerguard.audit.connection import Client, connect, pool_for
 from steerguard.audit.embedded import EmbeddedServer
+from steerguard.audit.indexes import UNINDEXED_OUTCOME
 from steerguard.audit.keys import (
     INDEX_KINDS,
     KeySpace,

@@ -17,7 +17,6 @@ from redis.exceptions import RedisClusterException
 
 from steerguard.audit.build import RecordBuilder, RequestItem
 from steerguard.audit.chain import ChainHead
-from steerguard.audit.keys import day_of
 from steerguard.audit.sealed import Sealed
 from steerguard.audit.sink import RedisSink, Ticket
 from steerguard.audit.spill import SpillFile, SpillFull
@@ -155,11 +154,9 @@ class Writer:
 
     def _seal_queued(self, limit: int | None = None) -> None:
         """Build and seal queued requests into `pending`: all, or until `limit` records."""
-        pending, queue, head = self.pending, self.queue, self.chain
-        seal, chain_id = head.seal, head.chain_id
-        end = None if limit is None else len(pending) + limit
-        while queue and (end is None or len(pending) < end):
-            item = queue.popleft()
+        end = None if limit is None else len(self.pending) + limit
+        while self.queue and (end is None or len(self.pending) < end):
+            item = self.queue.popleft()
             try:
                 drafts, masking_error = self.builder.build(item)
             except Exception:
@@ -170,11 +167,7 @@ class Writer:
             if masking_error is not None:
                 log.warning("audit: dropped decision record %s: %s", item.ids[0], masking_error)
                 self.counters.dropped_masking += 1
-            ts, day, decision_id = item.ts, day_of(item.ts), item.decision.decision_id
-            for draft in drafts:  # Sealed.of, without reading back what is known here
-                payload, digest = seal(draft.body)
-                pending.append(Sealed(payload, digest, chain_id, head.seq, ts, day, decision_id,
-                                      draft.indexes, draft.aggs))
+            self.pending.extend(Sealed.seal_request(self.chain, drafts))
 
     def _deliver(self) -> None:
         try:

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
 from enum import StrEnum
-from functools import cached_property
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from steerguard.canonical import canonical
@@ -144,24 +141,7 @@ class SteeringPlan(BaseModel):
 
     def content_hash(self) -> str:
         """SHA-256 of the plan's canonical JSON (steerguard/canonical.py)."""
-        return self._digest
-
-    @cached_property
-    def _digest(self) -> str:
-        # Once per plan: a dump and hash costs tens of microseconds, and telemetry, the audit
-        # writer and response metadata each ask for it. Equality ignores it (pydantic
-        # compares fields); model_copy below drops it, since an update changes the plan.
-        # Each intervention's canonical JSON is kept by value: rules ask for the same
-        # interventions request after request, as new objects. The bytes are those of
-        # canonical(self.model_dump(mode="json")) (tests/runtime/test_plan.py).
-        parts = [_canonical_intervention(i) for i in self.interventions]
-        return hashlib.sha256(canonical({"interventions": parts})).hexdigest()
-
-    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False
-                   ) -> SteeringPlan:
-        copy = super().model_copy(update=update, deep=deep)
-        copy.__dict__.pop("_digest", None)
-        return copy
+        return hashlib.sha256(canonical(self.model_dump(mode="json"))).hexdigest()
 
     def summary(self) -> list[dict[str, object]]:
         """A compact, JSON-friendly view for logs and response metadata."""
@@ -176,24 +156,3 @@ class SteeringPlan(BaseModel):
             for i in self.interventions
         ]
 
-
-_FRAGMENTS: dict[tuple[Any, ...], orjson.Fragment] = {}
-
-
-def _canonical_intervention(iv: Intervention) -> orjson.Fragment:
-    """`iv`'s canonical JSON, cached by its field values (a tuple: comparing pydantic models
-    for a dict lookup costs more than dumping them)."""
-    key = (iv.vector, iv.vector_hash, iv.layers, strength_key(iv.strength), iv.op,
-           iv.positions.scope, iv.positions.n, iv.source)
-    hit = _FRAGMENTS.get(key)
-    if hit is None:
-        if len(_FRAGMENTS) >= 4096:
-            _FRAGMENTS.clear()
-        hit = _FRAGMENTS[key] = orjson.Fragment(canonical(iv.model_dump(mode="json")))
-    return hit
-
-
-def strength_key(strength: float) -> float | str:
-    """A strength as a cache key: -0.0 equals 0.0 but serializes apart, so zeros are keyed
-    by their text."""
-    return strength or str(strength)

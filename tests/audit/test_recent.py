@@ -11,7 +11,7 @@ from steerguard.audit.chain import ChainHead, record_hash
 from steerguard.audit.keys import day_start_ms
 from steerguard.audit.masking import Masker
 from steerguard.audit.recent import RecentWrites
-from steerguard.audit.records import Outcome
+from steerguard.audit.records import BundleInfo, DecisionRecord, Outcome
 from steerguard.audit.sealed import Sealed
 from steerguard.canonical import canonical
 
@@ -19,10 +19,12 @@ from . import factories as f
 
 
 def sealed(seq: int, day: str = "20261130", chain: str = "c") -> Sealed:
-    """The least a record must hold to be read back (a decision record matching no rule)."""
-    body = {"kind": "decision", "ts": day_start_ms(day), "chain": chain, "seq": seq,
-            "decision_id": "d", "outcome": {"status": "completed"}, "rules": []}
-    payload = canonical(body)
+    """The least a record holds (a decision record matching no rule), as stored."""
+    record = DecisionRecord(record_id=f"{chain}-{seq}", ts=day_start_ms(day), chain=chain,
+                            seq=seq, prev="", decision_id="d", plan_hash="p",
+                            bundle=BundleInfo(name="b", revision="1", hash="h"),
+                            outcome=Outcome.completed())
+    payload = canonical(record.model_dump(mode="json"))
     return Sealed.read(record_hash(payload), payload)
 
 
@@ -51,9 +53,7 @@ def test_kept_records_come_back_as_they_were_confirmed() -> None:
         item = RequestItem([f"r{n}-{k}" for k in range(3)], day_start_ms("20261130") + n, d,
                            r.reports, r, Outcome.completed(), "req", "s", "u", None, "hi",
                            None, None, None, None)
-        for draft in builder.build(item)[0]:
-            payload, digest = head.seal(draft.body)
-            records.append(Sealed.of(draft, payload, digest))
+        records.extend(Sealed.seal(head, draft) for draft in builder.build(item)[0])
     recent = RecentWrites(window_s=60, max_records=100)
     recent.confirmed(records[:5])
     recent.confirmed(records[5:])

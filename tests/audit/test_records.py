@@ -7,13 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
 
-from steerguard.audit.build import RecordBuilder, RequestItem, draft_of
+from steerguard.audit.build import RecordBuilder, RequestItem
 from steerguard.audit.chain import ChainHead, canonical, record_hash
 from steerguard.audit.config import DEFAULT_MASKS, AuditConfig, MaskRule
 from steerguard.audit.errors import AuditConfigError, MaskingError
-from steerguard.audit.keyed import KeyedHash
 from steerguard.audit.masking import Masker
 from steerguard.audit.records import (
     DecisionRecord,
@@ -22,6 +20,7 @@ from steerguard.audit.records import (
     Outcome,
     parse_record,
 )
+from steerguard.audit.sealed import Sealed
 from steerguard.policy.explain import explanation
 from steerguard.runtime.report import LayerMeasurement
 
@@ -49,7 +48,7 @@ def _builder(**kw) -> RecordBuilder:  # type: ignore[no-untyped-def]
 def _build(builder: RecordBuilder, item: RequestItem
            ) -> tuple[list[dict[str, Any]], MaskingError | None]:
     drafts, err = builder.build(item)
-    return [x.body for x in drafts], err
+    return [x.model_dump(mode="json") for x in drafts], err
 
 
 def test_bodies_match_the_schema_and_link_by_decision_id() -> None:
@@ -78,9 +77,9 @@ def test_bodies_match_the_schema_and_link_by_decision_id() -> None:
 
 
 def test_measurements_are_recorded_field_for_field() -> None:
-    """The builder hands the runtime's measurement fields to the record as they are, so the
-    two schemas must name the same fields, and the record must hold each value."""
-    assert LayerMeasurement.model_fields.keys() == Measurement.model_fields.keys()
+    """An intervention record holds the runtime's measurements as they are: its schema is
+    theirs, and the stored record holds each value."""
+    assert Measurement is LayerMeasurement
     d = f.decision()
     res = f.result(d)
     bodies, _ = _build(_builder(), _item(d, res))
@@ -146,16 +145,13 @@ def test_default_mask_rules_mask_what_the_plain_patterns_do(name: str, plain: st
         assert masker(text) == re.sub(plain, rule.replacement, text), text[:40]
 
 
-def test_a_rule_skips_text_without_what_it_requires() -> None:
-    rule = MaskRule(name="ticket", pattern=r"T-\d+", replacement="[T]", requires="T-")
-    masker = Masker([rule])
+def test_a_rule_of_ones_own_masks_its_matches() -> None:
+    masker = Masker([MaskRule(name="ticket", pattern=r"T-\d+", replacement="[T]")])
     assert masker("see T-1234 and T-5") == "see [T] and [T]"
     assert masker("see t-1234") == "see t-1234"
-    with pytest.raises(ValidationError):
-        MaskRule(name="x", pattern="a", requires="")
 
 
-def test_repeated_texts_are_masked_once_but_a_custom_masker_sees_each() -> None:
+def test_a_custom_masker_sees_each_text_after_the_rules() -> None:
     seen: list[str] = []
 
     def custom(text: str) -> str:
@@ -168,7 +164,7 @@ def test_repeated_texts_are_masked_once_but_a_custom_masker_sees_each() -> None:
     for _ in range(3):
         assert masker("write to a@b.io") == "WRITE TO [EMAIL]"
     assert seen == ["write to [EMAIL]"] * 3
-    for _ in range(2):  # a failure is not remembered as a result either
+    for _ in range(2):
         with pytest.raises(MaskingError, match="custom masker"):
             masker("boom")
 
@@ -192,29 +188,40 @@ def test_no_reports_records_planned_interventions_unmeasured() -> None:
     assert bodies[0]["outcome"] == {"status": "error", "error_type": "TimeoutError"}
 
 
-def test_keyed_hash_is_hmac_sha256() -> None:
+def test_keyed_hash_is_hmac_sha256_of_domain_and_value() -> None:
     for key in (b"", b"k" * 32, b"\xff" * 64, b"long key " * 20):
-        for msg in (b"", b"user\0alice", "évidence".encode() * 50):
-            assert KeyedHash(key).digest(msg) == hmac.digest(key, msg, "sha256")
+        builder = RecordBuilder(key, Masker(()), store_user_id=False, store_text=False)
+        for value in ("", "alice", "évidence" * 50):
+            expected = hmac.digest(key, f"user\0{value}".encode(), "sha256").hex()[:32]
+            assert builder.keyed_hash("user", value) == expected
 
 
-def test_stored_bodies_give_the_drafts_built() -> None:
-    """Records replayed from the spill file are indexed and counted as when first built."""
+def test_stored_records_are_indexed_as_built() -> None:
+    """Records replayed from the spill file are indexed and counted as when first built, and
+    their stored bytes are the canonical JSON of the record they parse to."""
     for d, kw in ((f.decision(), {}), (f.decision(2), {"outcome": Outcome.cancelled()}),
                   (f.decision(3), {"session_id": None, "user_id": None})):
         drafts, _ = _builder().build(_item(d, f.result(d), **kw))
-        for draft in drafts:
-            stored = draft_of(json.loads(canonical(draft.body)))
-            assert (stored.indexes, stored.aggs) == (draft.indexes, draft.aggs)
-    dec, iv = drafts[0], drafts[1]
+        # the writer seals a request's records together; each one alone seals the same
+        one_by_one = [Sealed.seal(head, draft) for head in [ChainHead("c")] for draft in drafts]
+        together = Sealed.seal_request(ChainHead("c"), drafts)
+        assert together == one_by_one
+        for draft, sealed in zip(drafts, together, strict=True):
+            stored = Sealed.read(sealed.hash, sealed.payload)
+            assert stored == sealed
+            record = parse_record(sealed.payload)
+            assert canonical(record.model_dump(mode="json")) == sealed.payload
+            assert record.model_dump(exclude={"chain", "seq", "prev"}) == draft.model_dump()
+    dec, iv = (Sealed.seal(ChainHead("c"), draft) for draft in drafts[:2])
     assert not any(i.startswith(("u:", "s:", "o:")) for i in dec.indexes)
-    assert iv.indexes[-1] == "v:" + iv.body["vector"]
+    assert iv.indexes[-1] == "v:" + drafts[1].vector
 
 
 def test_only_uncommon_outcomes_are_indexed() -> None:
     d = f.decision()
-    done = _builder().build(_item(d, f.result(d)))[0][0]
-    failed = _builder().build(_item(d, outcome=Outcome.error(TimeoutError())))[0][0]
+    done = Sealed.seal(ChainHead("c"), _builder().build(_item(d, f.result(d)))[0][0])
+    failed = Sealed.seal(ChainHead("c"),
+                         _builder().build(_item(d, outcome=Outcome.error(TimeoutError())))[0][0])
     assert not any(i.startswith("o:") for i in done.indexes)
     assert "o:error" in failed.indexes
     assert any(a.endswith("\0o:completed") for a in done.aggs)  # still counted
@@ -234,10 +241,13 @@ def test_config_env_file_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 def test_mask_rules_from_a_config_file(tmp_path: Path) -> None:
     cfg_file = tmp_path / "steerguard.yml"
-    cfg_file.write_text("audit:\n  mask_rules:\n    - name: ticket\n      pattern: 'T-\\d+'\n"
-                        "      replacement: '[TICKET]'\n      requires: 'T-'\n")
+    rule = "audit:\n  mask_rules:\n    - name: ticket\n      pattern: 'T-\\d+'\n"
+    cfg_file.write_text(rule + "      replacement: '[TICKET]'\n")
     cfg = AuditConfig.load(cfg_file)
     assert Masker(cfg.mask_rules)("see T-42, not t-42") == "see [TICKET], not t-42"
+    cfg_file.write_text(rule + "      requires: 'T-'\n")  # a rule cannot be made optional
+    with pytest.raises(AuditConfigError, match=r"mask_rules\.0\.requires"):
+        AuditConfig.load(cfg_file)
     cfg_file.write_text("audit:\n  mask_rules:\n    - name: bad\n      pattern: '(unclosed'\n")
     with pytest.raises(AuditConfigError, match="does not compile"):
         AuditConfig.load(cfg_file)
