@@ -88,9 +88,10 @@ def field_path(loc: Sequence[Any]) -> str:
 
 def _validation_problem(errors: Sequence[Mapping[str, Any]]) -> JSONResponse:
     first = errors[0] if errors else {"loc": (), "msg": "invalid body"}
-    where = field_path(first.get("loc", ()))
-    detail = "; ".join(f"{field_path(e.get('loc', ()))}: {e.get('msg', 'invalid')}"
-                       for e in errors[:5])
+    where = "body" if first.get("type") == "json_invalid" else field_path(first.get("loc", ()))
+    detail = "; ".join(
+        f"{'body' if e.get('type') == 'json_invalid' else field_path(e.get('loc', ()))}: "
+        f"{e.get('msg', 'invalid')}" for e in errors[:5])
     if len(errors) > 5:
         detail += f"; and {len(errors) - 5} more"
     return problem_response(400, "invalid request body", detail, field=where,
