@@ -57,7 +57,8 @@ def serve(
                                                  "file and exit.")] = None,
 ) -> None:
     """Serve OpenAI-compatible chat completions, steered per request and audited."""
-    from steerguard.server.keys import KeyRing, hash_key as digest
+    from steerguard.server.keys import KeyRing
+    from steerguard.server.keys import hash_key as digest
 
     if hash_key is not None:
         typer.echo(digest(hash_key))
