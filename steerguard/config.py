@@ -54,6 +54,9 @@ class ServerConfig(BaseModel):
         "threads: each request generates alone (for backends that batch themselves).",
     )
     request_timeout_s: float | None = Field(default=300.0, gt=0)
+    max_string_chars: int = Field(default=96, ge=1, description="Cap on free JSON strings in "
+                                  "constrained output (forced calls, JSON schema answers).")
+    max_array_items: int = Field(default=16, ge=1)
 
 
 class SteerguardConfig(BaseModel):
