@@ -137,8 +137,14 @@ class ContinuousBatcher:
         max_batch: int = 16,
         max_waiting: int = 64,
         on_step: Callable[[int], None] | None = None,
+        gather_s: float = 0.05,
+        quiet_s: float = 0.01,
     ) -> None:
+        """An idle batcher that gets a request waits up to `gather_s` for others arriving
+        with it (until none came for `quiet_s`), so they share one prefill pass."""
         self.engine = engine
+        self.gather_s = gather_s
+        self.quiet_s = quiet_s
         self.max_batch = max_batch
         self.max_waiting = max_waiting
         self.on_step = on_step
@@ -247,6 +253,8 @@ class ContinuousBatcher:
                         self._cond.wait()
                     if self._closed:
                         break
+                    if not self._rows:
+                        self._gather()
                     room = self.max_batch - len(self._rows)
                     admitted, self._waiting = self._waiting[:room], self._waiting[room:]
                 try:
@@ -268,6 +276,19 @@ class ContinuousBatcher:
         for job in left:
             job.out.put(BatcherClosed("the server is shutting down"))
         self._fail_all(BatcherClosed("the server is shutting down"))
+
+    def _gather(self) -> None:
+        """Called with the lock held and the batch empty: let co-arriving requests in."""
+        deadline = time.perf_counter() + self.gather_s
+        seen = len(self._waiting)
+        while len(self._waiting) < self.max_batch and not self._closed:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                return
+            self._cond.wait(min(left, self.quiet_s))
+            if len(self._waiting) == seen:
+                return  # quiet: nobody else is coming
+            seen = len(self._waiting)
 
     def _fail_all(self, exc: BaseException) -> None:
         for row in self._rows:
