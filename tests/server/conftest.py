@@ -54,10 +54,11 @@ def audit_prefix() -> Iterator[str]:
     client.close()
 
 
-def start_server(tmp: Path, prefix: str, server: dict[str, object], name: str) -> Server:
+def start_server(tmp: Path, prefix: str, server: dict[str, object], name: str,
+                 env: dict[str, str] | None = None) -> Server:
     config = tmp / f"{name}.yaml"
     config.write_text(yaml.safe_dump({"server": server}))
-    env = {
+    full_env = {
         **os.environ,
         "STEERGUARD_REDIS_URL": REDIS_URL,
         "STEERGUARD_AUDIT_PREFIX": prefix,
@@ -67,12 +68,13 @@ def start_server(tmp: Path, prefix: str, server: dict[str, object], name: str) -
                                f"author:{KEYS['author']}:chat+steer+audit:read",
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
         "PYTHONPATH": str(ROOT),
+        **(env or {}),
     }
     log = tmp / f"{name}.log"
     process = subprocess.Popen(
         [sys.executable, "-c", "from steerguard.cli.app import main; main()", "serve",
          "--port", "0", "--config", str(config)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=log.open("w"), text=True,
+        cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=log.open("w"), text=True,
     )
     assert process.stdout is not None
     line = process.stdout.readline()  # "steerguard serving on http://127.0.0.1:PORT"
