@@ -102,8 +102,8 @@ def serve(
     quiet_transformers()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    configure_telemetry(console=False, extra_readers=(PrometheusMetricReader(),))
     sock = _bind(settings.host, settings.port)
+    configure_telemetry(console=False, extra_readers=(PrometheusMetricReader(),))
     bound_host, bound_port = sock.getsockname()[:2]
     with Steerguard(cfg) as root:
         app = create_app(root, keys=keys, settings=settings)

@@ -30,6 +30,7 @@ class Server:
     process: subprocess.Popen[str]
     prefix: str
     log: Path
+    startup: list[int]  # /healthz statuses seen while the model loaded
 
     @property
     def api(self) -> str:
@@ -83,19 +84,24 @@ def start_server(tmp: Path, prefix: str, server: dict[str, object], name: str,
         pytest.fail(f"server did not start: {line!r}\n{log.read_text()[-3000:]}")
     url = line.strip().rsplit(" ", 1)[-1]
     deadline = time.monotonic() + 300
+    startup: list[int] = []
     while time.monotonic() < deadline:
         if process.poll() is not None:
             pytest.fail(f"server exited: {log.read_text()[-3000:]}")
         try:
-            if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
+            health = httpx.get(f"{url}/healthz", timeout=5)
+            startup.append(health.status_code)
+            if health.status_code == 200:
                 break
+            assert health.status_code == 503
+            assert health.headers["content-type"].startswith("application/problem+json")
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
     else:
         process.kill()
         pytest.fail("server never became healthy")
-    return Server(url, process, prefix, log)
+    return Server(url, process, prefix, log, startup)
 
 
 def stop_server(server: Server) -> None:

@@ -115,3 +115,17 @@ def test_a_client_that_disconnects_is_audited_cancelled(server, store) -> None:
     assert records and records[0].outcome.status == "cancelled"
     assert records[0].completion_tokens < 200
     assert time.monotonic() - started < 60
+
+
+def test_a_non_streaming_client_that_gives_up_is_audited_cancelled(server, store) -> None:
+    session = "gaveup-" + uuid.uuid4().hex[:8]
+    request = {"model": MODEL, "max_tokens": 250,
+               "messages": [{"role": "user", "content": "Write a very long essay."}],
+               "steerguard": {"profile": {"user_id": "impatient"}, "session_id": session}}
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(f"{server.api}/chat/completions", json=request, headers=server.headers(),
+                   timeout=httpx.Timeout(3.0, connect=5.0))
+    records = wait_for(lambda: [r for r in store.query(session=session).records
+                                if r.kind == "decision"], timeout=90)
+    assert records and records[0].outcome.status == "cancelled"
+    assert records[0].completion_tokens < 250

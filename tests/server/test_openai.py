@@ -38,6 +38,8 @@ def ask(text: str, profile=None, **extra):
 
 
 def test_health_and_models(server) -> None:
+    # 503 while the model loaded (the server accepts connections before that), then 200.
+    assert server.startup[0] == 503 and server.startup[-1] == 200
     health = httpx.get(f"{server.url}/healthz").json()
     assert health["status"] == "ok" and health["model"] == MODEL
     assert [m.id for m in client(server).models.list().data] == [MODEL]
