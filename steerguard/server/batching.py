@@ -39,8 +39,11 @@ class BatchingScheduler(ThreadScheduler):
         with self._batchers_lock:
             found = self._batchers.get(id(engine))
             if found is None:
+                # HTTP requests sent together reach the batcher tens of ms apart (parsing,
+                # prompt rendering, the policy decision): gather them for one prefill.
                 found = self._batchers[id(engine)] = ContinuousBatcher(
-                    engine, self.max_batch, self.max_batch + self.max_queue, self._on_step)
+                    engine, self.max_batch, self.max_batch + self.max_queue, self._on_step,
+                    gather_s=0.25, quiet_s=0.04)
             return found
 
     @property
