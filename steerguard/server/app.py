@@ -15,12 +15,12 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Annotated, Any
 
 import torch
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.messages import ToolMessage as LCToolMessage
 from pydantic import ValidationError
@@ -36,6 +36,7 @@ from steerguard.pipeline import PolicyFailedClosed, SteeringPipeline, Turn
 from steerguard.policy.errors import ProfileError
 from steerguard.policy.inputs import RequestContext, UserProfile
 from steerguard.root import Steerguard
+from steerguard.runtime.batching import BatcherClosed, BatcherFull
 from steerguard.runtime.engine import GenerationParams
 from steerguard.runtime.plan import SteeringPlan
 from steerguard.server import protocol as p
@@ -71,9 +72,10 @@ def create_app(
     routers: Sequence[APIRouter] = (),
     load: bool = True,
 ) -> FastAPI:
-    """The server app on `root`. `routers` are mounted as they are (the oversight API) and
-    may guard their routes with `steerguard.server.keys.require_scope`. The model loads in
-    the background when the app starts (`load`); /healthz answers 503 until then."""
+    """The server app on `root`. `routers` are mounted as they are (the oversight API): they
+    guard their routes with `steerguard.server.keys.require_scope(...)` and reach the root
+    (its audit log, policy) as `request.app.state.root`. The model loads in the background
+    when the app starts (`load`); /healthz answers 503 until then."""
     settings = settings or root.config.server
     keys = keys if keys is not None else KeyRing()
     state = _State()
@@ -424,6 +426,10 @@ def _as_api_error(exc: BaseException) -> BaseException:
     if isinstance(exc, QueueFull):
         return ApiError(429, "queue full", str(exc),
                         headers={"Retry-After": str(max(1, round(exc.retry_after_s)))})
+    if isinstance(exc, BatcherFull):
+        return ApiError(429, "queue full", str(exc), headers={"Retry-After": "1"})
+    if isinstance(exc, BatcherClosed):
+        return ApiError(503, "shutting down", str(exc), headers={"Retry-After": "5"})
     if isinstance(exc, AuditUnavailableError):
         return ApiError(503, "audit unavailable",
                         f"not answering: the audit log cannot keep this request's record "
@@ -587,6 +593,3 @@ class BodyLimit:
                                     expected=f"at most {self.limit} bytes")
         await response(scope, receive, send)
 
-
-Endpoint = Callable[..., Awaitable[Any]]
-__all__ = ["BodyLimit", "JSONResponse", "create_app"]
