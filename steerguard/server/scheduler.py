@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from steerguard.chat.call import ChatCall, stream_call
-from steerguard.pipeline import SteeringPipeline, Turn
+from steerguard.pipeline import SteeringPipeline, StreamBackend, Turn
 
 
 class QueueFull(Exception):
@@ -48,17 +48,23 @@ class ThreadScheduler:
         self.max_queue = max_queue
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="steerguard-call")
         self._waiting = 0
+        self._running = 0
         self._lock = threading.Lock()
 
     @property
     def queue_depth(self) -> int:
         return self._waiting
 
-    async def stream(self, pipeline: SteeringPipeline, call: ChatCall
-                     ) -> AsyncIterator[str | Turn]:
+    @property
+    def active_rows(self) -> int:
+        return self._running
+
+    async def stream(self, pipeline: SteeringPipeline, call: ChatCall,
+                     backend: StreamBackend | None = None) -> AsyncIterator[str | Turn]:
+        """`backend` runs the prompt in place of the engine (a batcher's rows)."""
+        backend = backend or self.backend
         with self._lock:
-            if self._waiting >= self.max_queue:
-                raise QueueFull(self._waiting, 1.0)
+            self._check_room()
             self._waiting += 1
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, object]] = asyncio.Queue()
@@ -70,8 +76,9 @@ class ThreadScheduler:
         def produce() -> None:
             with self._lock:
                 self._waiting -= 1
+                self._running += 1
             try:
-                with contextlib.closing(stream_call(pipeline, call)) as items:
+                with contextlib.closing(stream_call(pipeline, call, backend)) as items:
                     for item in items:
                         put("item", item)
                         if call.cancel.is_set():
@@ -79,6 +86,8 @@ class ThreadScheduler:
             except BaseException as exc:  # handed to the consumer
                 put("error", exc)
             finally:
+                with self._lock:
+                    self._running -= 1
                 put("done", None)
 
         worker = loop.run_in_executor(self._pool, produce)
@@ -98,6 +107,11 @@ class ThreadScheduler:
                 call.cancel.set()
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(asyncio.shield(worker), timeout=30)
+
+    def _check_room(self) -> None:
+        """Called under the lock before a call is taken: QueueFull when there is none."""
+        if self._waiting >= self.max_queue:
+            raise QueueFull(self._waiting, 1.0)
 
     async def close(self) -> None:
         await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
