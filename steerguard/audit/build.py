@@ -103,22 +103,25 @@ class RecordBuilder:
             decision = self._decision(item, common, drafts)
         except MaskingError as exc:
             return drafts, exc
-        own, aggs = self._decision_keys_of(hour, status, decision["rules"])
+        own, aggs = self._decision_keys_of(hour, status, decision["rules"],
+                                           decision["failed_closed"])
         drafts.insert(0, Draft(decision, shared + own, aggs))
         return drafts, None
 
-    def _decision_keys_of(self, hour: str, status: str, rules: list[dict[str, Any]]
+    def _decision_keys_of(self, hour: str, status: str, rules: list[dict[str, Any]],
+                          failed_closed: bool = False
                           ) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """A decision record's own index keys and aggregate fields: the same few sets of
         matched rules recur, hour after hour."""
         ids = tuple(r["rule_id"] for r in rules)
-        key = (hour, status, ids)
+        key = (hour, status, ids, failed_closed)
         hit = self._decision_keys.get(key)
         if hit is None:
             if len(self._decision_keys) > 4096:
                 self._decision_keys.clear()
-            hit = self._decision_keys[key] = (own_indexes(ids, None),
-                                              agg_fields("decision", status, ids, None, hour))
+            hit = self._decision_keys[key] = (
+                own_indexes(ids, None),
+                agg_fields("decision", status, ids, None, hour, failed_closed))
         return hit
 
     def _quote(self, text: str) -> str:
@@ -298,11 +301,13 @@ def own_indexes(rules: Iterable[str | None], vector: str | None) -> tuple[str, .
     return tuple(out)
 
 
-def agg_fields(kind: str, status: str, rules: Sequence[str], vector: str | None, hour: str
-               ) -> tuple[str, ...]:
+def agg_fields(kind: str, status: str, rules: Sequence[str], vector: str | None, hour: str,
+               failed_closed: bool = False) -> tuple[str, ...]:
     """Aggregate counters a record adds one to, in its hour's hash."""
     if kind == "decision":
-        return (hour + "n:decision", hour + "o:" + status, *(hour + "r:" + r for r in rules))
+        closed = (hour + "n:failed_closed",) if failed_closed else ()
+        return (hour + "n:decision", hour + "o:" + status, *closed,
+                *(hour + "r:" + r for r in rules))
     return (hour + "n:intervention", hour + "v:" + str(vector))
 
 
@@ -315,7 +320,8 @@ def draft_of(body: dict[str, Any]) -> Draft:
     if body["kind"] == "decision":
         rules = [r["rule_id"] for r in body["rules"]]
         return Draft(body, shared + own_indexes(rules, None),
-                     agg_fields("decision", status, rules, None, hour))
+                     agg_fields("decision", status, rules, None, hour,
+                                bool(body.get("failed_closed"))))
     vector = body["vector"]
     return Draft(body, shared + own_indexes((body.get("rule_id"),), vector),
                  agg_fields("intervention", status, (), vector, hour))
