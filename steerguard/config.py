@@ -32,6 +32,30 @@ class ConfigError(SteerguardError):
     """The configuration file or environment holds a value steerguard cannot use."""
 
 
+class ServerConfig(BaseModel):
+    """`steerguard serve`: where it listens, who may call it, and how much it takes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = Field(default="127.0.0.1", description="Interface to bind; without API keys "
+                      "only a loopback address is allowed.")
+    port: int = Field(default=8000, ge=0, le=65535, description="0: any free port.")
+    keys_file: Path | None = Field(
+        default=None, description="API keys (hashed) and their scopes; see steerguard.server.keys."
+    )
+    max_body_bytes: int = Field(default=1 << 20, ge=1024, description="Larger bodies get 413.")
+    max_tokens: int = Field(default=1024, ge=1, description="Cap on max_tokens per request.")
+    default_max_tokens: int = Field(default=256, ge=1)
+    max_batch: int = Field(default=16, ge=1, description="Rows decoded together at most.")
+    max_queue: int = Field(default=64, ge=0, description="Requests waiting for a row; beyond "
+                           "it the server answers 429 with Retry-After.")
+    scheduler: Literal["batching", "threads"] = Field(
+        default="batching", description="batching: concurrent requests share decode steps; "
+        "threads: each request generates alone (for backends that batch themselves).",
+    )
+    request_timeout_s: float | None = Field(default=300.0, gt=0)
+
+
 class SteerguardConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -55,6 +79,7 @@ class SteerguardConfig(BaseModel):
     )
     audit_enabled: bool = Field(default=True, description="False: no audit records at all.")
     audit: AuditConfig = Field(default_factory=AuditConfig.load)
+    server: ServerConfig = Field(default_factory=ServerConfig)
 
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides: Any) -> SteerguardConfig:

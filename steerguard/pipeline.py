@@ -9,6 +9,7 @@ model, the CLI, the server) call them.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 import uuid
@@ -16,14 +17,23 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+import orjson
+
 from steerguard.audit.log import AuditLog
 from steerguard.errors import SteerguardError
 from steerguard.policy.activation import ActivationProbe
-from steerguard.policy.decision import Decision
+from steerguard.policy.decision import Decision, Evidence, RuleMatch
 from steerguard.policy.engine import PolicyEngine
+from steerguard.policy.explain import explanation
 from steerguard.policy.inputs import ChatMessage, RequestContext, UserProfile
 from steerguard.probes import ProbeProvider, probe_score, runtime_probes
-from steerguard.runtime.engine import GenerationParams, LogitsProcessor, Prompt, SteeringEngine
+from steerguard.runtime.engine import (
+    GenerationParams,
+    LogitsProcessor,
+    Prompt,
+    SteeringEngine,
+    StreamChunk,
+)
 from steerguard.runtime.plan import SteeringPlan
 from steerguard.runtime.program import PlanResolver, Probe
 from steerguard.runtime.result import GenerationResult
@@ -31,6 +41,9 @@ from steerguard.telemetry import ModelCall, Telemetry, current_ids, get_telemetr
 
 Outcome = Literal["completed", "cancelled", "error"]
 PolicySource = PolicyEngine | Callable[[], PolicyEngine]
+# What runs a prompt: SteeringEngine.stream's signature; a batching scheduler passes its own.
+StreamBackend = Callable[..., Iterator[StreamChunk]]
+EXPLICIT_RULE = "explicit-plan"
 
 
 @dataclass(frozen=True)
@@ -47,6 +60,10 @@ class Request:
     # Prompt tokens after the point activation probes read (the latest human turn's end): the
     # agent's tool calls and results after it, a forced tool call's opening.
     probe_offset: int = 0
+    # A plan the caller chose instead of the policy's (a policy author trying vectors), and
+    # who chose it: decided and audited as the rule EXPLICIT_RULE.
+    explicit_plan: SteeringPlan | None = None
+    explicit_by: str | None = None
 
     @property
     def user_id(self) -> str | None:
@@ -179,6 +196,11 @@ class SteeringPipeline:
         if self.audit is not None and self.audit.config.overflow == "refuse":
             self.audit.check_available()
         policy = self.policy  # one revision for the whole request, even across a reload
+        if request.explicit_plan is not None:
+            explicit = explicit_decision(policy, request, request.explicit_plan)
+            with self.telemetry.decision(call) as traced:
+                traced.record(explicit)
+            return Planned(request, policy, lambda _: explicit, decision=explicit, call=call)
 
         def decide(scores: Mapping[str, float] | None) -> Decision:
             return self.decide(request, policy, scores, call=call)
@@ -220,12 +242,15 @@ class SteeringPipeline:
         *,
         logits_processor: LogitsProcessor | None = None,
         cancel: threading.Event | None = None,
+        backend: StreamBackend | None = None,
     ) -> Iterator[tuple[str, int | None, GenerationResult | None]]:
-        """(text delta, token id, final result on the last item)."""
+        """(text delta, token id, final result on the last item); `backend` runs the prompt
+        in place of the engine's own `stream` (a batching scheduler's rows)."""
         known = planned.decision.plan if planned.decision is not None else None
         steering = self.telemetry.steering(planned.call, known)  # open across yields
+        run = backend or self.engine.stream
         try:
-            for chunk in self.engine.stream(
+            for chunk in run(
                 request.prompt,
                 planned.plan,
                 params,
@@ -305,6 +330,7 @@ class SteeringPipeline:
         *,
         logits_processor: LogitsProcessor | None = None,
         cancel: threading.Event | None = None,
+        backend: StreamBackend | None = None,
     ) -> Iterator[tuple[str, int | None] | Turn]:
         """Text deltas as (text, token id), then the Turn. Closing the iterator early cancels
         generation and records the request as cancelled."""
@@ -314,7 +340,8 @@ class SteeringPipeline:
         self._refuse_if_closed(request, planned, started)
         result: GenerationResult | None = None
         chunks = self.stream(
-            request, planned, params, logits_processor=logits_processor, cancel=cancel
+            request, planned, params, logits_processor=logits_processor, cancel=cancel,
+            backend=backend,
         )
         try:
             for text, token, final in chunks:
@@ -402,3 +429,31 @@ class SteeringPipeline:
     def _end_call(planned: Planned, error: BaseException | None = None) -> None:
         if planned.call is not None:
             planned.call.end(error)
+
+
+def explicit_decision(policy: PolicyEngine, request: Request, plan: SteeringPlan) -> Decision:
+    """The decision for a plan the caller chose: the policy in force is named (its revision
+    was bypassed), the rule is EXPLICIT_RULE and the evidence names who chose it."""
+    who = request.explicit_by or "unknown"
+    interventions = tuple(i.model_copy(update={"source": EXPLICIT_RULE})
+                          for i in plan.interventions)
+    match = RuleMatch(
+        rule_id=EXPLICIT_RULE, priority=0,
+        description="a plan given in the request instead of the policy's",
+        evidence=(Evidence(predicate="explicit", source="request.steerguard.plan",
+                           detail=f"chosen by key {who}"),),
+    )
+    payload = orjson.dumps({
+        "explicit": [i.model_dump(mode="json") for i in interventions],
+        "by": who,
+        "messages": [m.model_dump(mode="json", exclude_defaults=True) for m in request.messages],
+    }, option=orjson.OPT_SORT_KEYS)
+    bundle = policy.ref
+    digest = hashlib.sha256(f"{bundle.content_hash}\nexplicit\n".encode() + payload)
+    return Decision(
+        decision_id=digest.hexdigest()[:32],
+        bundle=bundle,
+        matched=(match,),
+        plan=SteeringPlan(interventions=interventions, revision=plan.revision),
+        explanation=explanation(bundle, (match,), (), interventions, (), False),
+    )

@@ -21,7 +21,7 @@ from steerguard.chat.grammar import BACKEND, GrammarFactory, GrammarProcessor
 from steerguard.chat.messages import probe_offset, to_policy_messages, to_template_messages
 from steerguard.chat.modes import Bounds, OutputMode, Outputs, choose_mode
 from steerguard.chat.tools import ToolSpec
-from steerguard.pipeline import Request, SteeringPipeline, Turn
+from steerguard.pipeline import EXPLICIT_RULE, Request, SteeringPipeline, StreamBackend, Turn
 from steerguard.policy.inputs import RequestContext, UserProfile
 from steerguard.runtime.engine import GenerationParams
 
@@ -97,6 +97,7 @@ class ChatCall:
                 if not i.is_noop
             ],
             "explanation": d.explanation,
+            "explicit": turn.request.explicit_plan is not None and EXPLICIT_RULE in d.rule_ids,
             "activation_scores": dict(turn.activation_scores),
             "failed_closed": d.failed_closed,
             "audit_ids": list(turn.audit_ids),
@@ -169,11 +170,14 @@ def run_call(pipeline: SteeringPipeline, call: ChatCall, retries: int = 0) -> Tu
     raise AssertionError("unreachable")
 
 
-def stream_call(pipeline: SteeringPipeline, call: ChatCall) -> Iterator[str | Turn]:
+def stream_call(
+    pipeline: SteeringPipeline, call: ChatCall, backend: StreamBackend | None = None
+) -> Iterator[str | Turn]:
     """Content deltas the mode lets through as tokens arrive, then the Turn. Closing the
-    iterator cancels generation (audited cancelled)."""
+    iterator cancels generation (audited cancelled). `backend` runs the prompt in place of
+    the engine (a batching scheduler)."""
     items = pipeline.run_stream(call.request, call.params, logits_processor=call.grammar,
-                                cancel=call.cancel)
+                                cancel=call.cancel, backend=backend)
     text = emitted = ""
     with call.deadline(), contextlib.closing(items):
         for item in items:

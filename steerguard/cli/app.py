@@ -20,7 +20,8 @@ app.command()(demo)
 app.command()(generate)
 
 # Sub-apps of other packages: mounted when present, so one missing piece never hides the rest.
-for _module, _name in (("policy", "policy"), ("audit", "audit"), ("evaluate", "eval")):
+for _module, _name in (("policy", "policy"), ("audit", "audit"), ("evaluate", "eval"),
+                      ("serve", "serve")):
     try:
         _sub = importlib.import_module(f"steerguard.cli.{_module}")
     except ModuleNotFoundError as exc:

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from steerguard.chat.call import ChatCall, stream_call
-from steerguard.pipeline import SteeringPipeline, Turn
+from steerguard.pipeline import SteeringPipeline, StreamBackend, Turn
 
 
 class QueueFull(Exception):
@@ -43,16 +43,23 @@ class ThreadScheduler:
     the model but not its batches. For backends that batch by themselves (vLLM), and the
     baseline the batching scheduler is measured against."""
 
+    backend: StreamBackend | None = None  # None: each call runs the engine alone
+
     def __init__(self, concurrency: int = 8, max_queue: int = 64) -> None:
         self.concurrency = concurrency
         self.max_queue = max_queue
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="steerguard-call")
         self._waiting = 0
+        self._running = 0
         self._lock = threading.Lock()
 
     @property
     def queue_depth(self) -> int:
         return self._waiting
+
+    @property
+    def active_rows(self) -> int:
+        return self._running
 
     async def stream(self, pipeline: SteeringPipeline, call: ChatCall
                      ) -> AsyncIterator[str | Turn]:
@@ -70,8 +77,9 @@ class ThreadScheduler:
         def produce() -> None:
             with self._lock:
                 self._waiting -= 1
+                self._running += 1
             try:
-                with contextlib.closing(stream_call(pipeline, call)) as items:
+                with contextlib.closing(stream_call(pipeline, call, self.backend)) as items:
                     for item in items:
                         put("item", item)
                         if call.cancel.is_set():
@@ -79,6 +87,8 @@ class ThreadScheduler:
             except BaseException as exc:  # handed to the consumer
                 put("error", exc)
             finally:
+                with self._lock:
+                    self._running -= 1
                 put("done", None)
 
         worker = loop.run_in_executor(self._pool, produce)

@@ -97,9 +97,14 @@ def _metric_exporter(name: str) -> MetricExporter | None:
     return None
 
 
-def configure_telemetry(console: bool = True, service_name: str = "steerguard") -> TelemetrySetup:
+def configure_telemetry(
+    console: bool = True,
+    service_name: str = "steerguard",
+    extra_readers: tuple[MetricReader, ...] = (),
+) -> TelemetrySetup:
     """Install SDK tracer and meter providers globally, once per process (later calls return
-    the first setup: the global providers cannot be replaced)."""
+    the first setup: the global providers cannot be replaced). `extra_readers` are added to
+    the environment's (the server's Prometheus reader)."""
     global _configured
     with _lock:
         if _configured is not None:
@@ -115,7 +120,7 @@ def configure_telemetry(console: bool = True, service_name: str = "steerguard") 
                 tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
 
         metric_names = exporter_names("metrics", console)
-        readers: list[MetricReader] = []
+        readers: list[MetricReader] = list(extra_readers)
         for name in metric_names:
             metric_exporter = _metric_exporter(name)
             if metric_exporter is not None:
