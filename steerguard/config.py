@@ -54,6 +54,11 @@ class ServerConfig(BaseModel):
         "threads: each request generates alone (for backends that batch themselves).",
     )
     request_timeout_s: float | None = Field(default=300.0, gt=0)
+    oversight: bool = Field(default=True, description="Serve the audit API (/v1/audit, scope "
+                            "audit:read) and the dashboard (/dashboard/).")
+    audit_verify_interval_s: float = Field(
+        default=300.0, gt=0, description="Pause between the dashboard's background checks of "
+        "the whole audit chain (its banner); each check reads every record.")
 
 
 class SteerguardConfig(BaseModel):

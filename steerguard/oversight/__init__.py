@@ -13,7 +13,7 @@ from pathlib import Path
 from fastapi import APIRouter
 
 from steerguard.audit.store import AuditStore
-from steerguard.oversight.access import SCOPE, Access, HashedKeys, KeyChecker, Principal
+from steerguard.oversight.access import SCOPE, Access, KeyChecker, Principal
 from steerguard.oversight.api import PrincipalDep, audit_router
 from steerguard.oversight.dashboard import dashboard_router
 from steerguard.oversight.params import Limits
@@ -47,5 +47,5 @@ class Oversight:
             self.store.close()
 
 
-__all__ = ["SCOPE", "Access", "HashedKeys", "KeyChecker", "Oversight", "OversightService",
+__all__ = ["SCOPE", "Access", "KeyChecker", "Oversight", "OversightService",
            "Principal"]

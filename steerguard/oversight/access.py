@@ -4,7 +4,6 @@ configured, loopback clients only. Sign-in and sign-out forms carry CSRF tokens.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import ipaddress
 import secrets
@@ -12,12 +11,9 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal, Protocol
 
-import yaml
 from fastapi import Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from steerguard.oversight.problems import OversightProblem
 
@@ -27,16 +23,24 @@ CSRF_COOKIE = "sg_csrf"
 COOKIE_PATH = "/dashboard"
 
 
-class KeyChecker(Protocol):
-    """What oversight needs from the server's key store."""
+class KeyOwner(Protocol):
+    @property
+    def name(self) -> str: ...
 
     @property
-    def configured(self) -> bool:
+    def scopes(self) -> frozenset[str]: ...
+
+
+class KeyChecker(Protocol):
+    """What oversight needs of the server's key ring (steerguard.server.keys.KeyRing)."""
+
+    @property
+    def enabled(self) -> bool:
         """False: no keys at all (loopback-only mode)."""
         ...
 
-    def lookup(self, key: str) -> tuple[str, frozenset[str]] | None:
-        """The key's name and scopes, or None when it is not a key."""
+    def lookup(self, key: str) -> KeyOwner | None:
+        """The key's owner (name and scopes), or None when it is not a key."""
         ...
 
 
@@ -46,67 +50,8 @@ class Principal:
     scopes: frozenset[str]
     via: Literal["key", "session", "loopback"]
 
-
-class KeyEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(min_length=1, max_length=80)
-    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
-    key: str | None = Field(default=None, min_length=16)
-    scopes: tuple[str, ...] = (SCOPE,)
-
-    @model_validator(mode="after")
-    def _one_secret(self) -> KeyEntry:
-        if (self.sha256 is None) == (self.key is None):
-            raise ValueError("give exactly one of sha256 (hex SHA-256 of the key) and key")
-        return self
-
-
-class KeysFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    keys: list[KeyEntry]
-
-
-class HashedKeys:
-    """Keys kept as SHA-256 digests, compared in constant time."""
-
-    def __init__(self, entries: list[KeyEntry]) -> None:
-        self._entries = [
-            (e.name, bytes.fromhex(e.sha256) if e.sha256 else _digest(e.key or ""),
-             frozenset(e.scopes))
-            for e in entries
-        ]
-
-    @classmethod
-    def from_file(cls, path: Path) -> HashedKeys:
-        try:
-            data = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise ValueError(f"keys file {path}: cannot read it: {exc}") from None
-        try:
-            return cls(KeysFile.model_validate(data).keys)
-        except ValidationError as exc:
-            err = exc.errors(include_url=False)[0]
-            where = ".".join(str(x) for x in err["loc"]) or "top level"
-            raise ValueError(f"keys file {path}: {where}: {err['msg']}; expected "
-                             "keys: [{name, sha256 or key, scopes}]") from None
-
-    @property
-    def configured(self) -> bool:
-        return bool(self._entries)
-
-    def lookup(self, key: str) -> tuple[str, frozenset[str]] | None:
-        digest = _digest(key)
-        found = None
-        for name, want, scopes in self._entries:  # every entry: no early exit to time
-            if hmac.compare_digest(digest, want):
-                found = (name, scopes)
-        return found
-
-
-def _digest(key: str) -> bytes:
-    return hashlib.sha256(key.encode()).digest()
+    def allows(self, scope: str) -> bool:
+        return scope in self.scopes or "admin" in self.scopes
 
 
 @dataclass(slots=True)
@@ -138,7 +83,7 @@ class Access:
     @property
     def open_mode(self) -> bool:
         """No keys configured: loopback clients read without signing in."""
-        return self.keys is None or not self.keys.configured
+        return self.keys is None or not self.keys.enabled
 
     # ---- the API: a bearer key per request --------------------------------------------
     def api(self, request: Request, scope: str = SCOPE) -> Principal:
@@ -154,11 +99,11 @@ class Access:
         if found is None:
             raise OversightProblem(401, "Unauthorized", "Authorization: not a known API key",
                                    headers={"WWW-Authenticate": "Bearer"})
-        name, scopes = found
-        if scope not in scopes:
+        who = Principal(found.name, frozenset(found.scopes), "key")
+        if not who.allows(scope):
             raise OversightProblem(403, "Forbidden",
-                                   f"key {name!r} lacks the {scope} scope")
-        return Principal(name, scopes, "key")
+                                   f"key {who.name!r} lacks the {scope} scope")
+        return who
 
     def _loopback(self, request: Request) -> Principal:
         if not is_loopback(request):
@@ -194,9 +139,8 @@ class Access:
         found = self.keys.lookup(key) if self.keys else None
         if found is None:
             raise OversightProblem(401, "Unauthorized", "api_key: not a known API key")
-        name, scopes = found
-        principal = Principal(name, scopes, "session")
-        if SCOPE not in scopes:
+        principal = Principal(found.name, frozenset(found.scopes), "session")
+        if not principal.allows(SCOPE):
             return principal
         now = time.time()
         s = Session(secrets.token_urlsafe(32), principal, secrets.token_urlsafe(24),

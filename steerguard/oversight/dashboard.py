@@ -138,7 +138,7 @@ def dashboard_router(service: OversightService, access: Access) -> APIRouter:
         if who is None:
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             raise _SignIn(target)
-        if SCOPE not in who.scopes:
+        if not who.allows(SCOPE):
             raise OversightProblem(403, "Forbidden", f"{who.name!r} lacks the {SCOPE} scope")
         request.state.principal = who
         return who

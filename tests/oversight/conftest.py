@@ -12,15 +12,16 @@ import pytest
 import redis
 
 from steerguard.audit import AuditConfig, AuditLog, AuditStore
-from steerguard.oversight import HashedKeys, Oversight
-from steerguard.oversight.access import KeyEntry
+from steerguard.oversight import Oversight
 from steerguard.oversight.app import create_app
+from steerguard.server.keys import KeyEntry, KeyRing, hash_key
 from tests.audit import factories as f
 
 URL = "redis://127.0.0.1:6379/0"
 HMAC_KEY = "oversight-test-hmac-key-0123456789abcdef"
 READER_KEY = "sk-reader-" + "r" * 24
 CHAT_KEY = "sk-chat-only-" + "c" * 24
+ADMIN_KEY = "sk-admin-" + "a" * 24
 
 
 @pytest.fixture(scope="session")
@@ -71,9 +72,10 @@ def written(config: AuditConfig) -> AuditConfig:
     return config
 
 
-def keys() -> HashedKeys:
-    return HashedKeys([KeyEntry(name="auditor", key=READER_KEY, scopes=("audit:read",)),
-                       KeyEntry(name="chatbot", key=CHAT_KEY, scopes=("chat",))])
+def keys() -> KeyRing:
+    return KeyRing([KeyEntry(name="auditor", sha256=hash_key(READER_KEY), scopes=("audit:read",)),
+                    KeyEntry(name="chatbot", sha256=hash_key(CHAT_KEY), scopes=("chat",)),
+                    KeyEntry(name="root", sha256=hash_key(ADMIN_KEY), scopes=("admin",))])
 
 
 @pytest.fixture
