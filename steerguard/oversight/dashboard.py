@@ -159,20 +159,20 @@ def dashboard_router(service: OversightService, access: Access) -> APIRouter:
         return Response(data, media_type=media, headers=headers)
 
     # ---- sign-in ----------------------------------------------------------------------
-    def login_page(request: Request, status: int = 200, error: str = "",
-                   target: str = "/dashboard/") -> HTMLResponse:
+    def login_page(request: Request, error: str = "", target: str = "/dashboard/"
+                   ) -> HTMLResponse:
         token = secrets.token_urlsafe(24)
-        response = render(request, "login.html", status, csrf=token, error=error,
+        response = render(request, "login.html", csrf=token, error=error,
                           next=_safe_next(target))
         response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict",
                             path=COOKIE_PATH, secure=request.url.scheme == "https")
         return response
 
     @router.get("/login")
-    def login_form(request: Request, next: str = "/dashboard/") -> Response:
+    def login_form(request: Request, next: str = "/dashboard/", error: str = "") -> Response:
         if access.open_mode or access.session(request):
             return RedirectResponse(_safe_next(next), 303)
-        return login_page(request, target=next)
+        return login_page(request, error=refusals.get(error, ""), target=next)
 
     def _check_origin(request: Request) -> None:
         origin = request.headers.get("origin")
@@ -182,6 +182,21 @@ def dashboard_router(service: OversightService, access: Access) -> APIRouter:
                 raise OversightProblem(403, "Forbidden",
                                        f"Origin: {origin!r} is not this dashboard ({mine})")
 
+    # Refusals are sent back to the form (POST, redirect, GET): the browser shows the
+    # message on a page that loaded fine, and the key never travels in a URL.
+    refusals = {
+        "csrf": "The form expired or did not come from this page (CSRF token missing or "
+                "wrong): sign in again.",
+        "empty": "api_key: enter an API key.",
+        "unknown": "That is not a known API key.",
+        "scope": f"That key lacks the {SCOPE} scope: ask for a key that may read the audit "
+                 "log.",
+    }
+
+    def refuse(code: str, target: str) -> RedirectResponse:
+        return RedirectResponse("/dashboard/login?" + urlencode({"next": target,
+                                                                 "error": code}), 303)
+
     @router.post("/login")
     async def login(request: Request) -> Response:
         form = await request.form()
@@ -190,18 +205,16 @@ def dashboard_router(service: OversightService, access: Access) -> APIRouter:
             return RedirectResponse(target, 303)
         _check_origin(request)
         if not same_token(request.cookies.get(CSRF_COOKIE), str(form.get("csrf") or "")):
-            return login_page(request, 403, "The form expired or did not come from this "
-                              "page (CSRF token missing or wrong): sign in again.", target)
+            return refuse("csrf", target)
         key = str(form.get("api_key") or "").strip()
         if not key:
-            return login_page(request, 400, "api_key: enter an API key.", target)
+            return refuse("empty", target)
         try:
             result = access.sign_in(key)
         except OversightProblem:
-            return login_page(request, 401, "That is not a known API key.", target)
+            return refuse("unknown", target)
         if not isinstance(result, Session):
-            return login_page(request, 403, f"The key {result.name!r} lacks the {SCOPE} "
-                              "scope: ask for a key that may read the audit log.", target)
+            return refuse("scope", target)
         response = RedirectResponse(target, 303)
         response.set_cookie(SESSION_COOKIE, result.token, httponly=True, samesite="strict",
                             path=COOKIE_PATH, secure=request.url.scheme == "https",

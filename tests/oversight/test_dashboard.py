@@ -57,13 +57,18 @@ async def test_sign_in_refusals_store_no_session(oversight: Oversight,
     async with _browser(oversight) as c:
         await c.get("/dashboard/login")
         no_csrf = await c.post("/dashboard/login", data={"api_key": READER_KEY})
-        assert no_csrf.status_code == 403 and "CSRF" in no_csrf.text
+        assert "error=csrf" in no_csrf.headers["location"]
+        back = await c.get(no_csrf.headers["location"])
+        assert back.status_code == 200 and "CSRF token missing or wrong" in back.text
         c.cookies.delete(CSRF_COOKIE)
         stale = await c.post("/dashboard/login", data={"api_key": READER_KEY, "csrf": "x"})
-        assert stale.status_code == 403
-        assert (await _sign_in(c, "sk-not-a-key-000000000000")).status_code == 401
+        assert "error=csrf" in stale.headers["location"]
+        unknown = await _sign_in(c, "sk-not-a-key-000000000000")
+        assert "error=unknown" in unknown.headers["location"]
         chat = await _sign_in(c, CHAT_KEY)
-        assert chat.status_code == 403 and "audit:read" in chat.text
+        assert "error=scope" in chat.headers["location"]
+        assert "lacks the audit:read scope" in (await c.get(chat.headers["location"])).text
+        assert READER_KEY not in unknown.headers["location"] + chat.headers["location"]
         other_site = await c.post("/dashboard/login", headers={"Origin": "https://evil.example"},
                                   data={"api_key": READER_KEY, "csrf": "x"})
         assert other_site.status_code == 403
