@@ -256,6 +256,12 @@ def dashboard_router(service: OversightService, access: Access) -> APIRouter:
 
     @router.get("/records", **signed)
     def records(request: Request) -> HTMLResponse:
+        if not request.query_params:  # the newest records, until a filter is applied
+            since = (datetime.now(UTC) - timedelta(hours=1)).replace(microsecond=0)
+            f = RecordFilters(limit=PAGE_SIZE, since=since)
+            return render(request, "records.html", filters=f, state=f.url_state(),
+                          rows=[record_row(r) for r in service.latest(PAGE_SIZE)],
+                          next_cursor=None, first_page=False, latest=True)
         fixed: dict[str, Any] = {}
         if "limit" not in request.query_params:
             fixed["limit"] = PAGE_SIZE
@@ -268,7 +274,7 @@ def dashboard_router(service: OversightService, access: Access) -> APIRouter:
             state["limit"] = str(f.limit)
         return render(request, "records.html", filters=f, state=state,
                       rows=[record_row(r) for r in page.records], next_cursor=page.cursor,
-                      first_page=bool(f.cursor))
+                      first_page=bool(f.cursor), latest=False)
 
     @router.get("/decisions/{decision_id}", **signed)
     def decision(request: Request,

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from redis.exceptions import RedisClusterException
 
 from steerguard.audit.errors import AuditConfigError
-from steerguard.audit.keys import day_of, days_between
+from steerguard.audit.keys import day_of, day_start_ms, days_between
 from steerguard.audit.records import DecisionRecord, InterventionRecord, parse_record
 from steerguard.audit.store import AuditStore, Page, Stats
 from steerguard.audit.verify import Problem, verify_days
@@ -129,9 +129,30 @@ class OversightService:
 
         return _guard("records", run)
 
+    def latest(self, n: int) -> list[Record]:
+        """The last `n` records written, newest first."""
+        return [rec for _, rec in reversed(_guard("records", lambda: self.store.tail(n)))]
+
+    def _decision_day(self, decision_id: str) -> str | None:
+        """The day whose decision hash holds `decision_id`: one round trip for every day
+        (the store would ask day after day)."""
+        days = self.store.days()
+        pipe = self.store.client.pipeline(transaction=False)
+        for day in days:
+            pipe.hexists(self.store.keys.decisions(day), decision_id)
+        found = [day for day, hit in zip(days, pipe.execute(), strict=True) if hit]
+        return found[0] if found else None
+
     def decision(self, decision_id: str) -> DecisionView:
-        page = _guard("decision", lambda: self.store.query(decision=decision_id,
-                                                           limit=_DECISION_RECORDS))
+        def run() -> Page:
+            day = self._decision_day(decision_id)
+            if day is None:  # a day written before decision hashes: the store finds it
+                return self.store.query(decision=decision_id, limit=_DECISION_RECORDS)
+            start = day_start_ms(day)
+            return self.store.query(decision=decision_id, since=start,
+                                    until=start + 86_400_000 - 1, limit=_DECISION_RECORDS)
+
+        page = _guard("decision", run)
         view = DecisionView(decision=None, interventions=[])
         for rec in page.records:
             if isinstance(rec, DecisionRecord):
