@@ -17,7 +17,8 @@ function chart(el) {
     width: Math.max(280, el.clientWidth || 600), height: byLayer ? 200 : 220,
     series: series,
     scales: {x: {time: !byLayer}},
-    axes: [{label: byLayer ? "layer" : ""}, {}],
+    axes: [byLayer ? {label: "layer", incrs: [1], values: (u, vals) => vals.map(String)}
+                   : {}, {}],
   };
   const data = [spec.x].concat(spec.series.map((s) => s.values));
   el.textContent = "";
