@@ -37,7 +37,7 @@ from steerguard.oversight.api import export_response
 from steerguard.oversight.params import ExportQuery, RecordFilters, TimeRange
 from steerguard.oversight.problems import OversightProblem
 from steerguard.oversight.routing import SECURITY_HEADERS, ProblemRoute, parse_query
-from steerguard.oversight.rows import record_row
+from steerguard.oversight.rows import record_row, table_row
 from steerguard.oversight.service import STORE_ERRORS, OversightService
 from steerguard.oversight.views import group, layer_chart, overview_charts, summarize
 
@@ -62,7 +62,7 @@ class _SignIn(Exception):
 def _environment() -> Environment:
     env = Environment(loader=PackageLoader("steerguard.oversight", "templates"),
                       autoescape=select_autoescape(default=True, default_for_string=True),
-                      trim_blocks=True, lstrip_blocks=True)
+                      trim_blocks=True, lstrip_blocks=True, auto_reload=False)
     env.filters["t"] = _fmt_time
     env.filters["short"] = lambda s, n=12: (s or "")[:n]
     env.globals["qs"] = lambda d: urlencode({k: v for k, v in d.items() if v not in (None, "")})
@@ -260,7 +260,7 @@ def dashboard_router(service: OversightService, access: Access) -> APIRouter:
             since = (datetime.now(UTC) - timedelta(hours=1)).replace(microsecond=0)
             f = RecordFilters(limit=PAGE_SIZE, since=since)
             return render(request, "records.html", filters=f, state=f.url_state(),
-                          rows=[record_row(r) for r in service.latest(PAGE_SIZE)],
+                          rows=[table_row(r) for r in service.latest(PAGE_SIZE)],
                           next_cursor=None, first_page=False, latest=True)
         fixed: dict[str, Any] = {}
         if "limit" not in request.query_params:
@@ -273,7 +273,7 @@ def dashboard_router(service: OversightService, access: Access) -> APIRouter:
         if f.limit != PAGE_SIZE:
             state["limit"] = str(f.limit)
         return render(request, "records.html", filters=f, state=state,
-                      rows=[record_row(r) for r in page.records], next_cursor=page.cursor,
+                      rows=[table_row(r) for r in page.records], next_cursor=page.cursor,
                       first_page=bool(f.cursor), latest=False)
 
     @router.get("/decisions/{decision_id}", **signed)

@@ -6,6 +6,7 @@ import csv
 import io
 from collections.abc import Iterable, Iterator
 from typing import Any
+from urllib.parse import quote
 
 from steerguard.audit.records import DecisionRecord, InterventionRecord
 
@@ -36,6 +37,20 @@ def record_row(rec: Record) -> dict[str, Any]:
         "failed_closed": dec.failed_closed if dec else "",
         "chain": rec.chain, "seq": rec.seq,
     }
+
+
+def table_row(rec: Record) -> dict[str, Any]:
+    """record_row with the links of the records table (quoted here: the template only
+    escapes)."""
+    row = record_row(rec)
+    row["href_decision"] = "/dashboard/decisions/" + quote(rec.decision_id, safe="")
+    row["href_session"] = ("/dashboard/session?id=" + quote(rec.session_id, safe="")
+                           if rec.session_id else "")
+    row["href_user"] = ("/dashboard/user?ref=" + quote(rec.user_ref, safe="")
+                        if rec.user_ref else "")
+    row["what"] = (f"{row['vector']} {row['rules']}".strip() if row["kind"] == "intervention"
+                   else row["rules"])
+    return row
 
 
 def csv_lines(records: Iterable[Record]) -> Iterator[bytes]:
