@@ -208,6 +208,7 @@ class Steerguard:
                 self._oversight = Oversight(
                     AuditStore.from_config(self.config.audit, read_only=True), keys=keys,
                     verify_interval_s=self.config.server.audit_verify_interval_s,
+                    full_verify_interval_s=self.config.server.audit_full_verify_interval_s,
                     scope_dependency=require_scope("audit:read"))
             return self._oversight
 

@@ -25,13 +25,15 @@ class Oversight:
     chain check and closes the store."""
 
     def __init__(self, store: AuditStore, *, keys: KeyChecker | None = None,
-                 limits: Limits | None = None, verify_interval_s: float | None = 300.0,
+                 limits: Limits | None = None, verify_interval_s: float | None = 10.0,
+                 full_verify_interval_s: float = 3600.0,
                  watch_checkpoint: Path | None = None,
                  scope_dependency: PrincipalDep | None = None, close_store: bool = True
                  ) -> None:
         self.store = store
         self.service = OversightService(store, limits=limits,
                                         verify_interval_s=verify_interval_s,
+                                        full_verify_interval_s=full_verify_interval_s,
                                         watch_checkpoint=watch_checkpoint)
         self.access = Access(keys)
         self._scope_dependency = scope_dependency

@@ -23,6 +23,7 @@ from steerguard.audit.keys import day_of, day_start_ms, days_between
 from steerguard.audit.records import DecisionRecord, InterventionRecord, parse_record
 from steerguard.audit.store import AuditStore, Page, Stats
 from steerguard.audit.verify import Problem, verify_days
+from steerguard.audit.watch import LogWatcher
 from steerguard.oversight.params import Limits, RecordFilters, StatsQuery, TimeRange
 from steerguard.oversight.problems import OversightProblem, bad_request, unavailable
 from steerguard.oversight.rows import csv_lines
@@ -40,6 +41,8 @@ class Verdict(BaseModel):
     state: Literal["pending", "ok", "failed", "unavailable"]
     checked_at: datetime | None = None
     seconds: float | None = None  # how long that check took
+    full: bool = True  # that check walked every record (else the new ones)
+    full_at: datetime | None = None  # the last check that walked every record
     records: int = 0
     chains: int = 0
     problems: int = 0
@@ -83,11 +86,17 @@ def _guard(what: str, call: Callable[[], T]) -> T:
 
 class OversightService:
     def __init__(self, store: AuditStore, *, limits: Limits | None = None,
-                 verify_interval_s: float | None = 300.0,
+                 verify_interval_s: float | None = 10.0,
+                 full_verify_interval_s: float = 3600.0,
                  watch_checkpoint: Path | None = None) -> None:
-        """`verify_interval_s`: pause between background checks of the whole log (None:
-        no background check). `watch_checkpoint`: the file `audit watch` appends to."""
+        """The background check walks every record first and every `full_verify_interval_s`
+        after that; in between, every `verify_interval_s`, the records added since (as `audit
+        watch` does: chain heads and stream counters). None: no background check.
+        `watch_checkpoint`: the file `audit watch` appends to (read, never written)."""
         self.store = store
+        self.full_verify_interval_s = full_verify_interval_s
+        self._watcher: _ReadOnlyWatcher | None = None
+        self._full_started = 0.0
         self.limits = limits or Limits()
         self.watch_checkpoint = watch_checkpoint or store.config.resolved_checkpoint_path
         self._verdict = Verdict(state="pending")
@@ -192,19 +201,33 @@ class OversightService:
     def verdict(self) -> Verdict:
         return self._verdict
 
-    def check_now(self) -> Verdict:
-        """Verify the whole log now (the background check's work, in the caller's thread)."""
+    def check_now(self, full: bool = True) -> Verdict:
+        """One background check now, in the caller's thread: the whole log (against the
+        configured checkpoints), or, with `full=False` after a full one, the records added
+        since the last clean check."""
         started = time.perf_counter()
+        if full or self._watcher is None:
+            self._watcher = _ReadOnlyWatcher(self.store.client, self.store.keys,
+                                             self.store.config.resolved_checkpoint_path)
+            self._full_started = time.monotonic()
+        previous = self._verdict
         try:
-            report = self.store.verify()
+            result = self._watcher.step()
         except STORE_ERRORS as exc:
+            self._watcher = None  # start again from a full check
             v = Verdict(state="unavailable", checked_at=datetime.now(UTC),
                         detail=f"Redis: {type(exc).__name__}: {exc}")
         else:
-            v = Verdict(state="ok" if report.ok else "failed", checked_at=datetime.now(UTC),
-                        seconds=round(time.perf_counter() - started, 3),
-                        records=report.records, chains=report.chains,
-                        problems=len(report.problems), first=report.first)
+            now = datetime.now(UTC)
+            total = result.new_records + (0 if result.full else previous.records)
+            v = Verdict(state="ok" if result.ok else "failed", checked_at=now,
+                        seconds=round(time.perf_counter() - started, 3), full=result.full,
+                        full_at=now if result.full else previous.full_at,
+                        records=total, chains=result.chains,
+                        problems=len(result.problems),
+                        first=result.problems[0] if result.problems else None)
+            if not result.ok:
+                self._watcher = None  # a failed check is repeated in full
         self._verdict = v
         return v
 
@@ -214,10 +237,13 @@ class OversightService:
 
     def _monitor(self, interval: float) -> None:
         while not self._stop.is_set():
+            full = (self._watcher is None or time.monotonic() - self._full_started
+                    >= self.full_verify_interval_s)
             try:
-                self.check_now()
+                self.check_now(full=full)
             except Exception as exc:  # the dashboard shows it; the thread must live on
                 log.exception("oversight verify pass failed")
+                self._watcher = None
                 self._verdict = Verdict(state="unavailable", checked_at=datetime.now(UTC),
                                         detail=f"{type(exc).__name__}: {exc}")
             self._wake.wait(interval)
@@ -297,6 +323,15 @@ class OversightService:
                 last = sid.decode()
                 out.append((f"{day}/{last}", parse_record(fields[b"r"])))
         return f"{day}/{last}", out
+
+
+class _ReadOnlyWatcher(LogWatcher):
+    """`audit watch`'s pass without its checkpoint: the first pass verifies everything
+    against the checkpoints on file, later ones the new records; the file is only read (it
+    is the watcher's, kept out of the servers' reach)."""
+
+    def _checkpoint(self) -> None:
+        return None
 
 
 def _chain_first(first: bytes | None, rest: Iterator[bytes]) -> Iterator[bytes]:

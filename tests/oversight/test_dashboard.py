@@ -205,3 +205,29 @@ def test_vendored_files_match_their_recorded_checksums() -> None:
     for name, digest in rows:
         assert hashlib.sha256((STATIC / name).read_bytes()).hexdigest() == digest, name
     assert "MIT" in (STATIC / "uPlot.LICENSE").read_text()
+
+
+def test_background_check_between_full_passes_walks_new_records_and_writes_nothing(
+        written: AuditConfig) -> None:
+    from tests.oversight.conftest import write_records
+
+    ov = Oversight(AuditStore.from_config(written), verify_interval_s=None)
+    checkpoint = written.resolved_checkpoint_path
+    try:
+        first = ov.service.check_now(full=True)
+        assert (first.state, first.full, first.records) == ("ok", True, 18)
+        write_records(written, 2)  # a second writer chain: 6 more records
+        on_file = checkpoint.read_bytes() if checkpoint.exists() else b""  # the writers'
+        later = ov.service.check_now(full=False)
+        assert (later.state, later.full, later.records) == ("ok", False, 24)
+        assert later.full_at == first.full_at
+        store = ov.store
+        stream = store.keys.stream(store.days()[-1])
+        store.client.xdel(stream, store.client.xrange(stream, count=1)[0][0])
+        broken = ov.service.check_now(full=False)
+        assert broken.state == "failed" and broken.first is not None
+        assert broken.first.kind == "truncated"
+        # the checks read the checkpoint file; they never add to it
+        assert (checkpoint.read_bytes() if checkpoint.exists() else b"") == on_file
+    finally:
+        ov.close()
