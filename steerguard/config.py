@@ -62,6 +62,9 @@ class ServerConfig(BaseModel):
     audit_full_verify_interval_s: float = Field(
         default=3600.0, gt=0, description="How often that check walks every record instead "
         "(about 140 s of one core for 1,000,000 records; see docs/oversight.md).")
+    max_string_chars: int = Field(default=96, ge=1, description="Cap on free JSON strings in "
+                                  "constrained output (forced calls, JSON schema answers).")
+    max_array_items: int = Field(default=16, ge=1)
 
 
 class SteerguardConfig(BaseModel):

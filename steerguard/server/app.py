@@ -178,7 +178,7 @@ def create_app(
                                      headers={"Cache-Control": "no-cache"})
         turn = await _rest(items, first, request)
         metrics.requests.add(1, {"status": 200})
-        return _completion(call, turn, completion_id).model_dump(exclude_none=True)
+        return _completion(call, turn, completion_id)
 
     for router in routers:
         app.include_router(router)
@@ -350,7 +350,8 @@ def _prepare(
         call = prepare_call(
             pipe, root.grammar(), _messages(body), params, model_name=root.model,
             identity=identity, tools=tools, tool_choice=choice,
-            response_format=response_format, bounds=Bounds(),
+            response_format=response_format,
+            bounds=Bounds(settings.max_string_chars, settings.max_array_items),
             timeout=settings.request_timeout_s,
         )
     except ApiError:

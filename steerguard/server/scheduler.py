@@ -43,8 +43,6 @@ class ThreadScheduler:
     the model but not its batches. For backends that batch by themselves (vLLM), and the
     baseline the batching scheduler is measured against."""
 
-    backend: StreamBackend | None = None  # None: each call runs the engine alone
-
     def __init__(self, concurrency: int = 8, max_queue: int = 64) -> None:
         self.concurrency = concurrency
         self.max_queue = max_queue
@@ -61,11 +59,12 @@ class ThreadScheduler:
     def active_rows(self) -> int:
         return self._running
 
-    async def stream(self, pipeline: SteeringPipeline, call: ChatCall
-                     ) -> AsyncIterator[str | Turn]:
+    async def stream(self, pipeline: SteeringPipeline, call: ChatCall,
+                     backend: StreamBackend | None = None) -> AsyncIterator[str | Turn]:
+        """`backend` runs the prompt in place of the engine (a batcher's rows)."""
+        backend = backend or self.backend
         with self._lock:
-            if self._waiting >= self.max_queue:
-                raise QueueFull(self._waiting, 1.0)
+            self._check_room()
             self._waiting += 1
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, object]] = asyncio.Queue()
@@ -79,7 +78,7 @@ class ThreadScheduler:
                 self._waiting -= 1
                 self._running += 1
             try:
-                with contextlib.closing(stream_call(pipeline, call, self.backend)) as items:
+                with contextlib.closing(stream_call(pipeline, call, backend)) as items:
                     for item in items:
                         put("item", item)
                         if call.cancel.is_set():
@@ -108,6 +107,11 @@ class ThreadScheduler:
                 call.cancel.set()
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(asyncio.shield(worker), timeout=30)
+
+    def _check_room(self) -> None:
+        """Called under the lock before a call is taken: QueueFull when there is none."""
+        if self._waiting >= self.max_queue:
+            raise QueueFull(self._waiting, 1.0)
 
     async def close(self) -> None:
         await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)

@@ -1,0 +1,196 @@
+"""Continuous batching on a tiny random Llama: rows that join and leave mid-batch, each with
+its own plan, give the tokens (and reports) the same request gives alone."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+
+from steerguard.errors import PlanError
+from steerguard.runtime.batching import ContinuousBatcher
+from steerguard.runtime.engine import GenerationParams
+from steerguard.runtime.hooks import hook_count
+from steerguard.runtime.plan import SteeringPlan
+from steerguard.runtime.program import Probe
+from tests.models import tiny_model
+from tests.runtime.helpers import engine_with_vectors
+
+PROMPTS = [
+    [{"role": "user", "content": "How do I reset my password?"}],
+    [{"role": "user", "content": "Hi"}],
+    [{"role": "user", "content": "Where is my order A-1234? It was due on Monday."}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Thanks!"}],
+]
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    return tiny_model("llama")
+
+
+@pytest.fixture(scope="module")
+def engine(loaded):
+    return engine_with_vectors(loaded, "a", "b")
+
+
+@pytest.fixture
+def batcher(engine):
+    b = ContinuousBatcher(engine, max_batch=8)
+    yield b
+    b.close()
+
+
+def plan(vector: str, strength: float, layers=(1, 2), op="add", positions="all") -> SteeringPlan:
+    return SteeringPlan.single(vector, strength, list(layers), op=op, positions=positions)
+
+
+PLANS = [
+    None,
+    plan("a", 1.0),
+    plan("b", -1.0, positions="generated"),
+    plan("a", 0.5, op="clamp"),
+    plan("b", 0.8, positions="prompt"),
+    plan("a", 1.0, positions="last_2"),
+    plan("b", 0.0, op="ablate"),
+    None,
+]
+
+
+def _rows():
+    # Different prompt lengths and budgets, so rows leave at different steps.
+    return [(PROMPTS[k % len(PROMPTS)], p, GenerationParams(max_new_tokens=4 + 3 * (k % 4)))
+            for k, p in enumerate(PLANS)]
+
+
+def test_concurrent_rows_equal_each_row_alone(engine, batcher) -> None:
+    rows = _rows()
+    alone = [engine.generate(prompt, p, params) for prompt, p, params in rows]
+    barrier = threading.Barrier(len(rows))
+
+    def run(k: int):
+        prompt, p, params = rows[k]
+        barrier.wait()
+        time.sleep(0.003 * k)  # arrive over several steps: rows join a running batch
+        return batcher.generate(prompt, p, params)
+
+    with ThreadPoolExecutor(len(rows)) as pool:
+        shared = list(pool.map(run, range(len(rows))))
+    for got, want in zip(shared, alone, strict=True):
+        assert got.token_ids == want.token_ids
+        assert got.finish_reason == want.finish_reason
+        assert [len(r.layers) for r in got.reports] == [len(r.layers) for r in want.reports]
+        for a, b in zip(got.reports, want.reports, strict=True):
+            for la, lb in zip(a.layers, b.layers, strict=True):
+                assert la.positions_affected == lb.positions_affected
+                assert la.delta_norm == pytest.approx(lb.delta_norm, rel=1e-4, abs=1e-5)
+    assert batcher.steps > 0
+    assert batcher.rows_stepped > batcher.steps  # some steps really decoded several rows
+    deadline = time.time() + 10
+    while hook_count(engine.model) and time.time() < deadline:
+        time.sleep(0.01)
+    assert hook_count(engine.model) == 0  # removed once the batch is empty
+
+
+def test_logits_of_a_joining_row_match_alone(engine, batcher) -> None:
+    params = GenerationParams(max_new_tokens=12, return_logits=True)
+    long_run = threading.Thread(target=batcher.generate, args=(PROMPTS[2], plan("a", 1.0),
+                                                               params))
+    long_run.start()
+    time.sleep(0.01)
+    joined = batcher.generate(PROMPTS[1], plan("b", 0.7), GenerationParams(
+        max_new_tokens=6, return_logits=True))
+    long_run.join()
+    alone = engine.generate(PROMPTS[1], plan("b", 0.7), GenerationParams(
+        max_new_tokens=6, return_logits=True))
+    assert joined.token_ids == alone.token_ids
+    torch.testing.assert_close(joined.logits, alone.logits, atol=1e-4, rtol=1e-4)
+
+
+def test_cancelled_row_leaves_at_the_next_step(engine, batcher) -> None:
+    cancel = threading.Event()
+    stream = batcher.stream(PROMPTS[0], plan("a", 1.0), GenerationParams(max_new_tokens=200),
+                            cancel=cancel)
+    other = threading.Thread(target=batcher.generate, args=(PROMPTS[1], None,
+                                                            GenerationParams(max_new_tokens=30)))
+    other.start()
+    next(stream)
+    cancel.set()
+    rest = list(stream)
+    other.join()
+    result = rest[-1].result
+    assert result is not None and result.finish_reason == "cancelled"
+    assert result.completion_tokens < 200
+
+
+def test_abandoned_stream_frees_its_row(engine, batcher) -> None:
+    stream = batcher.stream(PROMPTS[0], None, GenerationParams(max_new_tokens=500))
+    next(stream)
+    stream.close()
+    deadline = time.time() + 10
+    while batcher.active and time.time() < deadline:
+        time.sleep(0.01)
+    assert batcher.active == 0
+
+
+def test_a_bad_plan_fails_only_its_own_row(engine, batcher) -> None:
+    params = GenerationParams(max_new_tokens=5)
+    results: dict[str, object] = {}
+    barrier = threading.Barrier(2)
+
+    def good():
+        barrier.wait()
+        results["good"] = batcher.generate(PROMPTS[0], plan("a", 1.0), params)
+
+    def bad():
+        barrier.wait()
+        try:
+            batcher.generate(PROMPTS[1], plan("missing", 1.0), params)
+        except PlanError as exc:
+            results["bad"] = exc
+
+    threads = [threading.Thread(target=good), threading.Thread(target=bad)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert isinstance(results["bad"], PlanError)
+    assert results["good"].token_ids == engine.generate(PROMPTS[0], plan("a", 1.0),
+                                                        params).token_ids
+
+
+def test_probe_resolved_plans_and_second_prefill_match_alone(engine, batcher, loaded) -> None:
+    hidden = loaded.fingerprint.hidden_size
+    probe = Probe("p", layer=2, direction=torch.nn.functional.normalize(
+        torch.randn(hidden, generator=torch.Generator().manual_seed(3)), dim=0))
+
+    def resolver(scores):  # steers prompt positions below the probe layer: second prefill
+        return plan("a", 1.0 if scores["p"] > 0 else -1.0, layers=(0, 1))
+
+    params = GenerationParams(max_new_tokens=6)
+    alone = [engine.generate(p, resolver, params, probes=[probe]) for p in PROMPTS[:3]]
+    barrier = threading.Barrier(3)
+
+    def run(k: int):
+        barrier.wait()
+        return batcher.generate(PROMPTS[k], resolver, params, probes=[probe])
+
+    with ThreadPoolExecutor(3) as pool:
+        shared = list(pool.map(run, range(3)))
+    for got, want in zip(shared, alone, strict=True):
+        assert got.token_ids == want.token_ids
+        assert got.probe_scores["p"] == pytest.approx(want.probe_scores["p"], abs=1e-4)
+
+
+def test_sampled_rows_with_a_seed_equal_alone(engine, batcher) -> None:
+    params = GenerationParams(max_new_tokens=8, temperature=0.9, top_p=0.9, seed=7)
+    alone = engine.generate(PROMPTS[0], plan("a", 0.5), params)
+    greedy = threading.Thread(target=batcher.generate, args=(PROMPTS[2], None,
+                                                             GenerationParams(max_new_tokens=8)))
+    greedy.start()
+    got = batcher.generate(PROMPTS[0], plan("a", 0.5), params)
+    greedy.join()
+    assert got.token_ids == alone.token_ids
