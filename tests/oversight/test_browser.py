@@ -78,8 +78,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     cfg.write_text(yaml.safe_dump({
         "audit": {"redis_url": URL, "key_prefix": prefix, "user_hmac_key": HMAC_KEY,
                   "store_text": True, "spill_fsync": False, "home": str(work / "audit-home")},
-        "server": {"audit_verify_interval_s": 0.5, "audit_full_verify_interval_s": 2.0,
-                   "scheduler": "threads"},
+        "server": {"audit_verify_interval_s": 0.5, "audit_full_verify_interval_s": 2.0},
     }))
     env = {**os.environ, "STEERGUARD_API_KEYS":
            f"auditor:{READER_KEY}:audit:read,agent:{CHAT_KEY}:chat",
