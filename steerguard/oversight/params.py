@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 # Ids and names as the writer indexes them; anything else cannot match a record.
 _TEXT = Field(default=None, min_length=1, max_length=200)
+_EARLIEST = datetime(1970, 1, 2, tzinfo=UTC)  # a day of slack for the range arithmetic
+_LATEST = datetime(9999, 1, 1, tzinfo=UTC)
 MAX_LIMIT = 500
 MAX_RANGE_DAYS = 31
 VERIFY_MAX_DAYS = 7
@@ -43,7 +45,11 @@ class TimeRange(BaseModel):
     @field_validator("since", "until")
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
-        return _aware(value)
+        value = _aware(value)
+        if value is not None and not _EARLIEST <= value <= _LATEST:
+            raise ValueError(f"must be between {_EARLIEST:%Y-%m-%d} and {_LATEST:%Y-%m-%d} "
+                             "(records carry milliseconds since 1970, UTC)")
+        return value
 
     @model_validator(mode="after")
     def _ordered(self) -> TimeRange:
