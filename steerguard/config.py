@@ -54,6 +54,14 @@ class ServerConfig(BaseModel):
         "threads: each request generates alone (for backends that batch themselves).",
     )
     request_timeout_s: float | None = Field(default=300.0, gt=0)
+    oversight: bool = Field(default=True, description="Serve the audit API (/v1/audit, scope "
+                            "audit:read) and the dashboard (/dashboard/).")
+    audit_verify_interval_s: float = Field(
+        default=10.0, gt=0, description="Pause between the dashboard's background checks of "
+        "the audit chain (its banner): the records added since the last check.")
+    audit_full_verify_interval_s: float = Field(
+        default=3600.0, gt=0, description="How often that check walks every record instead "
+        "(about 140 s of one core for 1,000,000 records; see docs/oversight.md).")
     max_string_chars: int = Field(default=96, ge=1, description="Cap on free JSON strings in "
                                   "constrained output (forced calls, JSON schema answers).")
     max_array_items: int = Field(default=16, ge=1)

@@ -33,6 +33,7 @@ from steerguard.telemetry.metrics import audit_log_stats
 if TYPE_CHECKING:
     from steerguard.audit.log import AuditLog
     from steerguard.chat.grammar import GrammarFactory
+    from steerguard.oversight import KeyChecker, Oversight
 
 # A fixed policy, a store (hot reload), a bundle path, or a getter of the policy in force.
 PolicyLike = PolicyEngine | PolicyStore | str | Path | Callable[[], PolicyEngine]
@@ -70,6 +71,7 @@ class Steerguard:
         self._owns_audit = False
         self._unobserve: Callable[[], None] | None = None
         self._fork_hooked = False
+        self._oversight: Oversight | None = None
         self._closed = False
 
     # parts ------------------------------------------------------------------------------
@@ -199,6 +201,22 @@ class Steerguard:
 
     # life cycle -------------------------------------------------------------------------
 
+    def oversight(self, keys: KeyChecker | None = None) -> Oversight:
+        """The audit API and dashboard routers over the configured audit store (read with
+        `reader_url` when one is set), guarded by the server's `keys`."""
+        with self._lock:
+            if self._oversight is None:
+                from steerguard.audit.store import AuditStore
+                from steerguard.oversight import Oversight
+                from steerguard.server.keys import require_scope
+
+                self._oversight = Oversight(
+                    AuditStore.from_config(self.config.audit, read_only=True), keys=keys,
+                    verify_interval_s=self.config.server.audit_verify_interval_s,
+                    full_verify_interval_s=self.config.server.audit_full_verify_interval_s,
+                    scope_dependency=require_scope("audit:read"))
+            return self._oversight
+
     def close(self) -> None:
         """Stop the bundle watcher and close the audit log this root made (flushing it).
         Parts given to the constructor are left to their owner."""
@@ -206,6 +224,8 @@ class Steerguard:
             if self._closed:
                 return
             self._closed = True
+            if self._oversight is not None:
+                self._oversight.close()
             if self._unobserve is not None:
                 self._unobserve()
                 self._unobserve = None

@@ -44,6 +44,7 @@ def aggregates_of(record: Draft) -> tuple[str, ...]:
     hour's hash and the field."""
     hour = f"agg:{(record.ts // 3_600_000) % 24:02d}\0"
     if isinstance(record, DecisionDraft):
-        return (hour + "n:decision", hour + "o:" + record.outcome.status,
+        closed = (hour + "n:failed_closed",) if record.failed_closed else ()
+        return (hour + "n:decision", hour + "o:" + record.outcome.status, *closed,
                 *(hour + "r:" + r.rule_id for r in record.rules))
     return (hour + "n:intervention", hour + "v:" + record.vector)

@@ -71,6 +71,7 @@ class Bucket(BaseModel):
     start: datetime
     decisions: int = 0
     interventions: int = 0
+    failed_closed: int = 0  # decisions whose policy failed closed (steering withheld)
     outcomes: dict[str, int] = {}
     rules: dict[str, int] = {}
     vectors: dict[str, int] = {}
@@ -503,6 +504,8 @@ def _add(b: Bucket, field: str, n: int) -> None:
     if kind == "n":
         if name == "decision":
             b.decisions += n
+        elif name == "failed_closed":
+            b.failed_closed += n
         else:
             b.interventions += n
     else:

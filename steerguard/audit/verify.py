@@ -165,6 +165,29 @@ def verify(client: Client, keys: KeySpace, checkpoint_path: Path | None = None
                         checkpoint=str(checkpoint_path) if checkpoint_path else None)
 
 
+def verify_days(client: Client, keys: KeySpace, days: list[str]) -> VerifyReport:
+    """The chains as the records of `days` (UTC days, oldest first) show them. A chain that
+    began before the first of them is walked from its first record there, as an export is
+    (verify_export); from the log's first day on, every chain is walked from its start (or
+    its retention anchor), as verify() does. Stream counters and checkpoints are not
+    compared: that is verify()'s and `audit watch`'s work over the whole log."""
+    present = [d.decode() for d in client.zrange(keys.days, 0, -1)]
+    wanted = [d for d in days if d in set(present)]
+    from_start = bool(present) and bool(wanted) and wanted[0] == present[0]
+    anchors = ({k.decode(): json.loads(v) for k, v in client.hgetall(keys.anchors).items()}
+               if from_start else {})
+    problems: list[Problem] = []
+    by_chain, n = sort_chains((e for day in wanted for e in read_day(client, keys, day)),
+                              problems, "entry")
+    for chain, entries in by_chain.items():
+        first = entries[0]
+        anchor = (anchors.get(chain) if from_start
+                  else {"seq": first.seq - 1, "hash": first.prev})
+        problems.extend(_walk(chain, entries, anchor))
+    problems.sort(key=lambda p: p.pos)
+    return VerifyReport(ok=not problems, records=n, chains=len(by_chain), problems=problems)
+
+
 def verify_export(path: Path, checkpoint_path: Path | None = None) -> VerifyReport:
     """An export (`audit export --format jsonl`: stored records, one per line) verified on its
     own, away from Redis. A line's SHA-256 is its record's hash, so each chain is walked from

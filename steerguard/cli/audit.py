@@ -301,3 +301,39 @@ def trim(days: Annotated[int | None, typer.Option(help="retention in days")] = N
     """Delete whole days older than the retention (needs the auditadmin user)."""
     removed = _store(config, read_only=False).trim(days)
     console.print(f"trimmed {len(removed)} days: {', '.join(removed) or '-'}")
+
+
+@app.command()
+@_errors
+def dashboard(
+    host: Annotated[str, typer.Option(help="Interface; without API keys loopback only.")
+                    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0: any free port, printed on start).")
+                    ] = 8800,
+    keys_file: Annotated[Path | None, typer.Option(help="API keys file (see steerguard "
+                                                   "serve); a key needs audit:read.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="steerguard.yaml to read")
+                      ] = None,
+) -> None:
+    """The audit API and dashboard on a server of their own, apart from the model server
+    (give it the `reader` credentials): /dashboard/ and /v1/audit/..."""
+    import uvicorn
+
+    from steerguard.cli.serve import _bind, _loopback
+    from steerguard.config import SteerguardConfig
+    from steerguard.oversight.app import create_app
+    from steerguard.root import Steerguard
+    from steerguard.server.keys import KeyRing
+
+    keys = KeyRing.load(keys_file)
+    if not keys.enabled and not _loopback(host):
+        raise SteerguardError(f"no API keys configured, so the dashboard binds loopback only; "
+                              f"--host {host} needs keys (--keys-file or STEERGUARD_API_KEYS)")
+    sock = _bind(host, port)
+    bound_host, bound_port = sock.getsockname()[:2]
+    with Steerguard(SteerguardConfig.load(config), audit=False) as root:
+        app = create_app(root.oversight(keys), keys)
+        print(f"steerguard oversight on http://{bound_host}:{bound_port}/dashboard/",
+              flush=True)
+        uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(
+            sockets=[sock])

@@ -106,7 +106,9 @@ def serve(
     configure_telemetry(console=False, extra_readers=(PrometheusMetricReader(),))
     bound_host, bound_port = sock.getsockname()[:2]
     with Steerguard(cfg) as root:
-        app = create_app(root, keys=keys, settings=settings)
+        routers = (root.oversight(keys).routers()
+                   if settings.oversight and cfg.audit_enabled else ())
+        app = create_app(root, keys=keys, settings=settings, routers=routers)
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         # One line tests and scripts read: the address actually bound.
         print(f"steerguard serving on http://{shown}:{bound_port}", flush=True)
