@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from steerguard.policy.bundle import Bundle, CompiledRule
-from steerguard.policy.conditions import MISSING
 from steerguard.policy.decision import Dropped, DropReason
+from steerguard.policy.fields import MISSING
 from steerguard.policy.schema import StrengthFrom
 from steerguard.runtime.plan import Intervention, Operation, Positions, SteeringPlan
 

@@ -11,11 +11,11 @@ from pydantic import BaseModel
 
 from steerguard.policy.bundle import Bundle, CompiledRule
 from steerguard.policy.compose import compose
-from steerguard.policy.conditions import MISSING, EvalInput
+from steerguard.policy.conditions import EvalInput
 from steerguard.policy.decision import BundleRef, Decision, Evidence, RuleMatch
 from steerguard.policy.errors import EvaluationError, ProfileError
 from steerguard.policy.explain import explanation
-from steerguard.policy.fields import Getter, value_problem
+from steerguard.policy.fields import MISSING, Getter, value_problem
 from steerguard.policy.inputs import ChatMessage, RequestContext, UserProfile, derive_tool_state
 from steerguard.policy.schema import ActivationSpec, FieldSpec
 from steerguard.runtime.plan import SteeringPlan
