@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from enum import StrEnum
 from functools import cached_property
@@ -11,7 +10,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from steerguard.canonical import canonical
+from steerguard.canonical import canonical, digest
 
 
 class Operation(StrEnum):
@@ -143,7 +142,7 @@ class SteeringPlan(BaseModel):
         return all(i.is_noop for i in self.interventions)
 
     def content_hash(self) -> str:
-        """SHA-256 of the plan's canonical JSON (steerguard/canonical.py)."""
+        """The digest of the plan's canonical JSON (steerguard/canonical.py)."""
         return self._digest
 
     @cached_property
@@ -155,7 +154,7 @@ class SteeringPlan(BaseModel):
         # interventions request after request, as new objects. The bytes are those of
         # canonical(self.model_dump(mode="json")) (tests/runtime/test_plan.py).
         parts = [_canonical_intervention(i) for i in self.interventions]
-        return hashlib.sha256(canonical({"interventions": parts})).hexdigest()
+        return digest({"interventions": parts})
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False
                    ) -> SteeringPlan:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
+from steerguard.canonical import digest
 from steerguard.vectors.fingerprint import ModelFingerprint
 
 
@@ -92,14 +91,17 @@ class SteeringVector(BaseModel):
         return self._hash
 
     def _compute_hash(self) -> str:
-        h = hashlib.sha256()
-        h.update(json.dumps(self.metadata(), sort_keys=True, separators=(",", ":")).encode())
+        return digest(self.metadata(), *self.tensor_bytes(), size=16)
+
+    def tensor_bytes(self) -> list[bytes]:
+        """Per layer, ascending: its index (4 bytes, little-endian) and its float32 values."""
+        out = []
         for layer in self.layers:
-            h.update(layer.to_bytes(4, "little"))
-            h.update(
+            out.append(layer.to_bytes(4, "little"))
+            out.append(
                 self.directions[layer].detach().to(torch.float32).contiguous().numpy().tobytes()
             )
-        return h.hexdigest()[:16]
+        return out
 
     def check_fits(self, fingerprint: ModelFingerprint) -> None:
         """Raise VectorError when this vector was made for a different model."""
