@@ -31,12 +31,12 @@ from redis.cluster import RedisCluster
 from steerguard.audit import AuditConfig, AuditLog, AuditStore
 from steerguard.audit.connection import Client
 from steerguard.audit.local_cluster import LocalCluster, server_binaries
+from steerguard.directions.fingerprint import ModelFingerprint
 from steerguard.policy.decision import BundleRef, Decision, Evidence, RuleMatch
 from steerguard.policy.explain import explanation
 from steerguard.runtime.plan import Intervention, SteeringPlan
 from steerguard.runtime.report import InterventionReport, LayerMeasurement
 from steerguard.runtime.result import GenerationResult
-from steerguard.vectors.fingerprint import ModelFingerprint
 
 MODEL = ModelFingerprint(model_id="HuggingFaceTB/SmolLM2-135M-Instruct",
                          architecture="LlamaForCausalLM", hidden_size=576, num_layers=30)

@@ -17,15 +17,15 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from steerguard.audit.log import AuditLog
+from steerguard.directions.probe import ActivationProbe
 from steerguard.errors import SteerguardError
-from steerguard.policy.activation import ActivationProbe
 from steerguard.policy.decision import Decision
 from steerguard.policy.engine import PolicyEngine
 from steerguard.policy.inputs import ChatMessage, RequestContext, UserProfile
-from steerguard.probes import ProbeProvider, probe_score, runtime_probes
+from steerguard.probes import ProbeProvider
 from steerguard.runtime.engine import GenerationParams, LogitsProcessor, Prompt, SteeringEngine
 from steerguard.runtime.plan import SteeringPlan
-from steerguard.runtime.program import PlanResolver, Probe
+from steerguard.runtime.program import PlanResolver
 from steerguard.runtime.result import GenerationResult
 from steerguard.telemetry import ModelCall, Telemetry, current_ids, get_telemetry
 
@@ -78,8 +78,8 @@ class Planned:
     activation_scores: dict[str, float] = field(default_factory=dict)  # calibrated
 
     @property
-    def runtime_probes(self) -> tuple[Probe, ...]:
-        return runtime_probes(self.probes)
+    def runtime_probes(self) -> tuple[ActivationProbe, ...]:
+        return tuple(self.probes.values())
 
     @property
     def plan(self) -> SteeringPlan | PlanResolver:
@@ -92,7 +92,7 @@ class Planned:
         """Decide from the probes' raw readings (projections) of this request's prompt."""
         if self.decision is None:
             self.activation_scores = {
-                n: probe_score(self.probes[n], float(v)) for n, v in raw.items() if n in self.probes
+                n: self.probes[n].probability(float(v)) for n, v in raw.items() if n in self.probes
             }
             self.decision = self.decide(self.activation_scores)
             if self.decision.failed_closed and self.halt is not None:

@@ -15,14 +15,14 @@ from safetensors.torch import save_file
 
 from steerguard.audit.chain import ChainHead, record_hash
 from steerguard.canonical import canonical, digest
+from steerguard.directions.fingerprint import ModelFingerprint
+from steerguard.directions.storage import load_vector, save_vector
+from steerguard.directions.vector import ExtractionInfo, SteeringVector
 from steerguard.errors import VectorError
 from steerguard.policy.bundle import spec_hash
 from steerguard.policy.loader import load_bundle
 from steerguard.resources import default_bundle_path, shipped_vectors_dir
 from steerguard.runtime.plan import SteeringPlan
-from steerguard.vectors.fingerprint import ModelFingerprint
-from steerguard.vectors.steering_vector import ExtractionInfo, SteeringVector
-from steerguard.vectors.storage import load_vector, save_vector
 
 PACKAGE = Path(__file__).resolve().parents[1] / "steerguard"
 # hashlib outside canonical.py, each for a hash someone else defines

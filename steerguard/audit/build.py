@@ -14,12 +14,12 @@ from steerguard.audit.keyed import KeyedHash
 from steerguard.audit.keys import index_suffix
 from steerguard.audit.masking import Masker
 from steerguard.audit.records import SCHEMA_VERSION, Outcome
+from steerguard.directions.fingerprint import ModelFingerprint
 from steerguard.policy.decision import Decision, Evidence
 from steerguard.policy.explain import render
 from steerguard.runtime.plan import Intervention, strength_key
 from steerguard.runtime.report import InterventionReport
 from steerguard.runtime.result import GenerationResult
-from steerguard.vectors.fingerprint import ModelFingerprint
 
 # Nearly every record has this outcome: an index of it would list the whole stream, so it is
 # not indexed and a query for it reads the stream (see store.py).

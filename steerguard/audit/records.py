@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from steerguard.vectors.fingerprint import ModelFingerprint
+from steerguard.directions.fingerprint import ModelFingerprint
 
 SCHEMA_VERSION = 1
 

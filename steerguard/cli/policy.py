@@ -150,11 +150,11 @@ def _model_scores(
 ) -> dict[str, float]:
     """Score activation conditions the way a request would: the model reads the message."""
     from steerguard.cli.common import load_quietly
-    from steerguard.pipeline import SteeringPipeline
+    from steerguard.probes import ProbeProvider
     from steerguard.runtime.engine import SteeringEngine
 
     engine = SteeringEngine(load_quietly(model))
-    probes = SteeringPipeline(engine, policy).activation_probes(policy)
+    probes = ProbeProvider().for_policy(policy, engine)
     wanted = {n: probes[n] for n in names}
     states = engine.activations(
         [[{"role": "user", "content": message}]],

@@ -10,7 +10,7 @@ from steerguard.policy.conditions import Node, compile_condition
 from steerguard.policy.decision import BundleRef
 from steerguard.policy.fields import Getter, getter
 from steerguard.policy.schema import BundleSpec, RuleSpec, StrengthFrom
-from steerguard.runtime.plan import Operation
+from steerguard.runtime.plan import Operation, Positions
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class CompiledApply:
     strength: float | StrengthFrom
     layers: tuple[int, ...]
     op: Operation
-    positions: str
+    positions: Positions
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
-    field_validator,
     model_validator,
 )
 
@@ -25,20 +24,10 @@ from steerguard.policy.specbase import (
     FieldSpec,
     Layers,
     Name,
+    PositionsText,
     Spec,
 )
 from steerguard.runtime.plan import Operation, Positions
-
-
-def _check_positions(value: str | None) -> str | None:
-    if value is not None:
-        try:
-            Positions.parse(value)
-        except ValueError as e:
-            raise ValueError(
-                f"positions {value!r}: expected all, prompt, generated or last_N (N >= 1)"
-            ) from e
-    return value
 
 
 def _number_or_mapping(tag: str) -> Any:
@@ -61,13 +50,12 @@ class VectorSpec(Spec):
     layers: Layers
     strength: float = Field(description="Default strength, relative to the layer's norm.")
     op: Operation = Operation.ADD
-    positions: str = "all"
+    positions: PositionsText = Positions()
     max_strength: float = Field(
         default=1.0, gt=0, description="No rule may apply this vector beyond +/- this."
     )
     description: str = ""
 
-    _pos = field_validator("positions")(_check_positions)
 
 
 class ActivationSpec(Spec):
@@ -154,14 +142,13 @@ class ApplySpec(Spec):
     )
     layers: Layers | None = None
     op: Operation | None = None
-    positions: str | None = None
+    positions: PositionsText | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _bare_name(cls, value: Any) -> Any:
         return {"vector": value} if isinstance(value, str) else value
 
-    _pos = field_validator("positions")(_check_positions)
 
 
 class RuleSpec(Spec):

@@ -6,7 +6,18 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+    model_validator,
+)
+
+from steerguard.runtime.plan import Positions
 
 Scalar = str | int | float | bool
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
@@ -64,6 +75,25 @@ Layers = Annotated[
     BeforeValidator(_parse_layers),
     AfterValidator(_check_layers),
     Field(min_length=1),
+]
+
+def _parse_positions(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return Positions.parse(value)
+        except ValueError as e:
+            raise ValueError(
+                f"positions {value!r}: expected all, prompt, generated or last_N (N >= 1)"
+            ) from e
+    return value
+
+
+# Written 'all', 'prompt', 'generated' or 'last_N' in a file; typed from there on.
+PositionsText = Annotated[
+    Positions,
+    BeforeValidator(_parse_positions),
+    PlainSerializer(str, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": r"^(all|prompt|generated|last_[1-9][0-9]*)$"}),
 ]
 
 FieldType = Literal["string", "number", "integer", "boolean", "enum", "list"]

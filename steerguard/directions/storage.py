@@ -11,9 +11,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from steerguard.canonical import digest
+from steerguard.directions.fingerprint import ModelFingerprint
+from steerguard.directions.vector import ExtractionInfo, SteeringVector
 from steerguard.errors import VectorError
-from steerguard.vectors.fingerprint import ModelFingerprint
-from steerguard.vectors.steering_vector import ExtractionInfo, SteeringVector
 
 _META_KEY = "steerguard"
 FORMAT_VERSION = "1"

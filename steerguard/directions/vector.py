@@ -1,4 +1,4 @@
-"""A named steering direction per layer, tied to one model and versioned by content."""
+"""A steering vector: a named direction per layer, made for one model, versioned by content."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from steerguard.canonical import digest
-from steerguard.vectors.fingerprint import ModelFingerprint
+from steerguard.directions.fingerprint import ModelFingerprint, fit_problem
+from steerguard.errors import VectorError
 
 
 class ExtractionInfo(BaseModel):
@@ -48,8 +49,6 @@ class SteeringVector(BaseModel):
 
     @model_validator(mode="after")
     def _check_tensors(self) -> SteeringVector:
-        from steerguard.errors import VectorError
-
         if not self.directions:
             raise VectorError(f"vector {self.name!r} has no layers")
         for layer, t in self.directions.items():
@@ -105,8 +104,7 @@ class SteeringVector(BaseModel):
 
     def check_fits(self, fingerprint: ModelFingerprint) -> None:
         """Raise VectorError when this vector was made for a different model."""
-        from steerguard.errors import VectorError
-
-        problem = fingerprint.mismatch(self.fingerprint)
+        problem = fit_problem(fingerprint, made_for=self.fingerprint,
+                              width=self.fingerprint.hidden_size, layers=self.layers)
         if problem is not None:
             raise VectorError(f"vector {self.name!r} does not fit this model: {problem}")
