@@ -27,7 +27,7 @@ from steerguard.policy.specbase import (
     PositionsText,
     Spec,
 )
-from steerguard.runtime.plan import Operation, Positions
+from steerguard.runtime.plan import Operation
 
 
 def _number_or_mapping(tag: str) -> Any:
@@ -50,7 +50,7 @@ class VectorSpec(Spec):
     layers: Layers
     strength: float = Field(description="Default strength, relative to the layer's norm.")
     op: Operation = Operation.ADD
-    positions: PositionsText = Positions()
+    positions: PositionsText = Field(default="all", validate_default=True)
     max_strength: float = Field(
         default=1.0, gt=0, description="No rule may apply this vector beyond +/- this."
     )
