@@ -53,6 +53,7 @@ class _Entry:
     column: int
     op: Operation
     scope: Positions
+    slot: int  # the scope's index in the step's mask list (cheaper than hashing Positions)
     coefficient: float
 
 
@@ -60,7 +61,7 @@ class _Entry:
 class _LayerOps:
     directions: torch.Tensor  # [hidden, K] unit columns
     entries: list[_Entry] = field(default_factory=list)
-    add_deltas: dict[Positions, torch.Tensor] = field(default_factory=dict)  # -> [B, 1, H]
+    add_deltas: dict[int, torch.Tensor] = field(default_factory=dict)  # slot -> [B, 1, H]
     projective: list[tuple[_Entry, torch.Tensor, torch.Tensor]] = field(default_factory=list)
     steps: list[int] = field(default_factory=list)
     before: list[torch.Tensor] = field(default_factory=list)
@@ -111,7 +112,8 @@ class SteeringProgram:
         self.step = -1
         self.prefill = True
         self.step_masks: list[dict[Positions, torch.Tensor]] = []
-        self._apply_masks: dict[Positions, object] = {}
+        self._slots: dict[Positions, int] = {}  # only grows: slots stay valid across recompiles
+        self._apply_masks: list[object] = []  # by slot: a mask, None (all rows) or _SKIP
         self._prefill_mask: torch.Tensor | None = None  # for scopes a resolver adds mid-prefill
         self._compile()
 
@@ -144,12 +146,13 @@ class SteeringProgram:
             ops = _LayerOps(directions=units.to(self.device, self.dtype))
             hidden = units.shape[0]
             for row, index, op, scope, coefficient, name in items:
-                entry = _Entry(row, index, columns[name], op, scope, coefficient)
+                slot = self._slots.setdefault(scope, len(self._slots))
+                entry = _Entry(row, index, columns[name], op, scope, slot, coefficient)
                 ops.entries.append(entry)
                 unit = ops.directions[:, entry.column]
                 if op is Operation.ADD:
                     delta = ops.add_deltas.setdefault(
-                        scope,
+                        slot,
                         torch.zeros(self.batch, 1, hidden, dtype=self.dtype, device=self.device),
                     )
                     delta[row, 0] += coefficient * unit
@@ -207,11 +210,13 @@ class SteeringProgram:
         self._set_masks(masks)
         # Finished rows may be steered harmlessly (their tokens are discarded): skip the mask.
         for scope, mask in masks.items():
-            self._apply_masks[scope] = None if bool(mask.any()) else _SKIP
+            self._apply_masks[self._slots[scope]] = None if bool(mask.any()) else _SKIP
 
     def _set_masks(self, masks: dict[Positions, torch.Tensor]) -> None:
         self.step_masks.append(masks)
-        self._apply_masks = dict(masks)
+        self._apply_masks = [_SKIP] * len(self._slots)
+        for scope, mask in masks.items():
+            self._apply_masks[self._slots[scope]] = mask
 
     # the hook ---------------------------------------------------------------------------------
 
@@ -222,15 +227,15 @@ class SteeringProgram:
         if ops is None:
             return None
         masks = self._apply_masks
-        if all(masks[e.scope] is _SKIP for e in ops.entries):
+        if all(masks[e.slot] is _SKIP for e in ops.entries):
             return None
         out = hidden
-        for scope, delta in ops.add_deltas.items():
-            mask = masks[scope]
+        for slot, delta in ops.add_deltas.items():
+            mask = masks[slot]
             if mask is not _SKIP:
                 out = out + (delta if mask is None else delta * mask.unsqueeze(-1))
         for entry, rows, target in ops.projective:
-            mask = masks[entry.scope]
+            mask = masks[entry.slot]
             if mask is _SKIP:  # keep the per-step lists aligned with ops.steps
                 ops.moved[id(entry)].append(hidden.new_zeros(hidden.shape[:2]))
                 continue
