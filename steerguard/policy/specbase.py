@@ -93,7 +93,8 @@ PositionsText = Annotated[
     Positions,
     BeforeValidator(_parse_positions),
     PlainSerializer(str, return_type=str),
-    WithJsonSchema({"type": "string", "pattern": r"^(all|prompt|generated|last_[1-9][0-9]*)$"}),
+    WithJsonSchema({"title": "Positions", "type": "string",
+                    "pattern": r"^(all|prompt|generated|last_[1-9][0-9]*)$"}),
 ]
 
 FieldType = Literal["string", "number", "integer", "boolean", "enum", "list"]

@@ -117,7 +117,6 @@ class ConditionKind:
     quotes_text: bool  # whether its evidence may carry conversation text in Evidence.quote
     check: Callable[[Any, CheckContext], list[PolicyIssue]] | None = None  # (payload, where)
     children: Callable[[Any], Sequence[tuple[Loc, Any]]] | None = None  # sub-conditions
-    description: str = ""
 
     def payload(self, cond: BaseModel) -> Any:
         return getattr(cond, next(iter(self.model.model_fields)))
