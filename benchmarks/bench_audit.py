@@ -42,12 +42,12 @@ import redis
 from redis.cluster import RedisCluster
 
 from steerguard.audit import AuditConfig, AuditLog, AuditStore
+from steerguard.directions.fingerprint import ModelFingerprint
 from steerguard.policy.decision import BundleRef, Decision, Evidence, RuleMatch
 from steerguard.policy.explain import explanation
 from steerguard.runtime.plan import Intervention, SteeringPlan
 from steerguard.runtime.report import InterventionReport, LayerMeasurement
 from steerguard.runtime.result import GenerationResult
-from steerguard.vectors.fingerprint import ModelFingerprint
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ModelFingerprint(model_id="HuggingFaceTB/SmolLM2-135M-Instruct",

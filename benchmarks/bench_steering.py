@@ -22,11 +22,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import median_ratio, write
+from steerguard.directions.vector import ExtractionInfo, SteeringVector
 from steerguard.runtime.engine import GenerationParams, SteeringEngine
 from steerguard.runtime.layers import decoder_layers
 from steerguard.runtime.loading import bundled_model_dir, load_model
 from steerguard.runtime.plan import SteeringPlan
-from steerguard.vectors.steering_vector import ExtractionInfo, SteeringVector
 
 PROMPTS = [
     "Tell me about the sea.",

@@ -35,6 +35,7 @@ from opentelemetry.sdk.trace.export import (
 )
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from steerguard.directions.vector import ExtractionInfo, SteeringVector
 from steerguard.pipeline import Request, SteeringPipeline
 from steerguard.policy.engine import PolicyEngine
 from steerguard.policy.inputs import ChatMessage
@@ -42,7 +43,6 @@ from steerguard.policy.loader import load_bundle_text
 from steerguard.runtime.engine import GenerationParams, SteeringEngine
 from steerguard.runtime.loading import load_model
 from steerguard.telemetry import Telemetry
-from steerguard.vectors.steering_vector import ExtractionInfo, SteeringVector
 
 RESULTS = Path(__file__).parent / "results" / "telemetry.json"
 BUNDLE = """\

@@ -20,13 +20,13 @@ from typing import Literal
 import orjson
 
 from steerguard.audit.log import AuditLog
+from steerguard.directions.probe import ActivationProbe
 from steerguard.errors import SteerguardError
-from steerguard.policy.activation import ActivationProbe
 from steerguard.policy.decision import Decision, Evidence, RuleMatch
 from steerguard.policy.engine import PolicyEngine
 from steerguard.policy.explain import explanation
 from steerguard.policy.inputs import ChatMessage, RequestContext, UserProfile
-from steerguard.probes import ProbeProvider, probe_score, runtime_probes
+from steerguard.probes import ProbeProvider
 from steerguard.runtime.engine import (
     GenerationParams,
     LogitsProcessor,
@@ -35,7 +35,7 @@ from steerguard.runtime.engine import (
     StreamChunk,
 )
 from steerguard.runtime.plan import SteeringPlan
-from steerguard.runtime.program import PlanResolver, Probe
+from steerguard.runtime.program import PlanResolver
 from steerguard.runtime.result import GenerationResult
 from steerguard.telemetry import ModelCall, Telemetry, current_ids, get_telemetry
 
@@ -95,8 +95,8 @@ class Planned:
     activation_scores: dict[str, float] = field(default_factory=dict)  # calibrated
 
     @property
-    def runtime_probes(self) -> tuple[Probe, ...]:
-        return runtime_probes(self.probes)
+    def runtime_probes(self) -> tuple[ActivationProbe, ...]:
+        return tuple(self.probes.values())
 
     @property
     def plan(self) -> SteeringPlan | PlanResolver:
@@ -109,7 +109,7 @@ class Planned:
         """Decide from the probes' raw readings (projections) of this request's prompt."""
         if self.decision is None:
             self.activation_scores = {
-                n: probe_score(self.probes[n], float(v)) for n, v in raw.items() if n in self.probes
+                n: self.probes[n].probability(float(v)) for n, v in raw.items() if n in self.probes
             }
             self.decision = self.decide(self.activation_scores)
             if self.decision.failed_closed and self.halt is not None:

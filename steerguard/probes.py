@@ -1,39 +1,23 @@
 """Calibrated activation probes for a bundle's activation conditions, per model and revision.
 
 Probes given by the caller win, then the bundle's own `probes/<name>.json`, then one fit
-earlier and cached under $STEERGUARD_HOME; otherwise the condition is calibrated once from its
-dataset. Every probe is checked against the engine before it is used: one fit for another
-model or other layers would read the wrong hidden state.
+earlier and kept in the model's DirectionLibrary; otherwise the condition is calibrated once
+from its dataset. Every probe is checked against the engine before it is used: one fit for
+another model or other layers would read the wrong hidden state.
 """
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Mapping
 
+from steerguard.directions.library import DirectionLibrary
+from steerguard.directions.probe import ActivationProbe
 from steerguard.errors import PlanError
-from steerguard.home import steerguard_home
-from steerguard.policy.activation import ActivationProbe
 from steerguard.policy.engine import PolicyEngine
 from steerguard.runtime.engine import SteeringEngine
-from steerguard.runtime.program import Probe
 
 _KEPT_REVISIONS = 4  # per model: older bundle revisions' probes are dropped
-
-
-def probe_score(probe: ActivationProbe, projection: float) -> float:
-    """The calibrated probability for a raw projection h . direction (what the runtime reads)."""
-    z = (projection - probe.threshold) / probe.scale
-    return 1.0 / (1.0 + math.exp(-z)) if z > -60 else 0.0
-
-
-def runtime_probes(probes: Mapping[str, ActivationProbe]) -> tuple[Probe, ...]:
-    """What the engine reads during prefill: one per condition and layer."""
-    return tuple(
-        Probe(name, part.layer, part.direction_tensor(), part.center, part.spread)
-        for name, p in probes.items() for part in p.parts
-    )
 
 
 class ProbeProvider:
@@ -86,15 +70,11 @@ def _check_fits(
 
 def _misfit(engine: SteeringEngine, layers: tuple[int, ...], probe: ActivationProbe
             ) -> str | None:
-    fp = engine.fingerprint
     if sorted(probe.layers) != sorted(layers):
         return (f"the bundle reads layers {list(layers)} but its probe was calibrated at "
                 f"layers {list(probe.layers)}")
-    width = len(probe.parts[0].direction)
-    if width != fp.hidden_size or (probe.model and probe.model != fp.model_id):
-        return (f"the probe was calibrated for model {probe.model!r} with hidden size {width}, "
-                f"the engine runs {fp.model_id!r} with hidden size {fp.hidden_size}")
-    return None
+    problem = probe.fit_problem(engine.fingerprint)
+    return None if problem is None else f"the probe was calibrated for {problem}"
 
 
 def _calibrate(
@@ -112,14 +92,12 @@ def _calibrate(
         if _misfit(engine, layers, probe) is None:
             return probe
     fp = engine.fingerprint
-    cache = (
-        steerguard_home() / "probes" / f"{fp.model_id}-{policy.ref.content_hash[:12]}"
-        / f"{name}-L{'-'.join(map(str, layers))}.json"
-    )
-    if cache.is_file():
-        return ActivationProbe.load(cache)
+    library = DirectionLibrary(fp)
+    revision = policy.ref.content_hash[:12]
+    kept = library.load_probe(revision, name, layers)
+    if kept is not None:
+        return kept
     data = load_condition_data(policy.bundle.root / (dataset or f"conditions/{name}"))
     probe = fit_condition_probe(engine, name, data, layers, model=fp.model_id)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    probe.save(cache)
+    library.save_probe(revision, probe)
     return probe

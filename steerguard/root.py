@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from steerguard.config import SteerguardConfig
+from steerguard.directions.probe import ActivationProbe
 from steerguard.pipeline import PolicySource, SteeringPipeline
-from steerguard.policy.activation import ActivationProbe
 from steerguard.policy.engine import PolicyEngine
 from steerguard.policy.store import PolicyStore
 from steerguard.probes import ProbeProvider

@@ -11,7 +11,7 @@ import redis
 
 from steerguard.pipeline import Request, SteeringPipeline, Turn
 from steerguard.policy.inputs import ChatMessage, UserProfile
-from steerguard.probes import ProbeProvider, probe_score
+from steerguard.probes import ProbeProvider
 from steerguard.resources import default_bundle_path
 from steerguard.runtime.engine import GenerationParams
 
@@ -117,7 +117,7 @@ def test_activation_conditions_decide_mid_prefill(pipeline: SteeringPipeline) ->
     assert set(result.probe_scores) == {"harmful_request", "distress"}
     # the same scores give the same decision, outside the prefill too
     probes = pipeline.probes.for_policy(pipeline.policy, pipeline.engine)
-    scores = {n: probe_score(probes[n], v) for n, v in result.probe_scores.items()}
+    scores = {n: probes[n].probability(v) for n, v in result.probe_scores.items()}
     assert pipeline.decide(request, activation_scores=scores) == planned.decision
 
 

@@ -20,12 +20,12 @@ from steerguard.audit.records import (
     Outcome,
     RuleInfo,
 )
+from steerguard.directions.fingerprint import ModelFingerprint
 from steerguard.policy.decision import Decision, Evidence
 from steerguard.policy.explain import render
 from steerguard.runtime.plan import Intervention
 from steerguard.runtime.report import InterventionReport
 from steerguard.runtime.result import GenerationResult
-from steerguard.vectors.fingerprint import ModelFingerprint
 
 
 @dataclass(slots=True)

@@ -4,16 +4,15 @@ bytes, so any later re-serialisation cannot change a verdict."""
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
-from steerguard.canonical import canonical
+from steerguard.canonical import canonical, digest
 
 GENESIS = ""
 
 
 def record_hash(payload: bytes) -> str:
-    return hashlib.sha256(payload).hexdigest()
+    return digest(payload)
 
 
 class ChainHead:

@@ -4,10 +4,11 @@ patterns can make it write-only for the writer (see docs/audit.md)."""
 
 from __future__ import annotations
 
-import hashlib
 import re
 import time
 from datetime import UTC, date, datetime, timedelta
+
+from steerguard.canonical import digest
 
 _SAFE = re.compile(r"^[A-Za-z0-9._@/+=-]{1,80}$")
 
@@ -20,7 +21,7 @@ def safe_value(value: str) -> str:
     """Index values go into key names; odd or long ones are replaced by a hash."""
     if _SAFE.match(value):
         return value
-    return "h." + hashlib.sha256(value.encode()).hexdigest()[:32]
+    return "h." + digest(value, size=32)
 
 
 DECISIONS = "dec"  # suffix of the day's decision hash: decision id -> its records' ids

@@ -27,10 +27,10 @@ from steerguard.audit.records import Outcome
 from steerguard.audit.sink import RedisSink
 from steerguard.audit.spill import SpillFile
 from steerguard.audit.writer import AuditCounters, Writer
+from steerguard.directions.fingerprint import ModelFingerprint
 from steerguard.policy.decision import Decision
 from steerguard.runtime.report import InterventionReport
 from steerguard.runtime.result import GenerationResult
-from steerguard.vectors.fingerprint import ModelFingerprint
 
 _COMPLETED = Outcome.completed()
 _CANCELLED = Outcome.cancelled()

@@ -10,8 +10,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from steerguard.directions.fingerprint import ModelFingerprint
 from steerguard.runtime.report import LayerMeasurement
-from steerguard.vectors.fingerprint import ModelFingerprint
 
 SCHEMA_VERSION = 1
 

@@ -131,9 +131,9 @@ def export(
     model: ModelOpt = BUNDLED,
 ) -> None:
     """Write a vector as a llama.cpp control vector (GGUF) or a steerguard safetensors file."""
+    from steerguard.directions.storage import save_vector
     from steerguard.vectors.gguf_io import export_gguf
     from steerguard.vectors.library import VectorLibrary
-    from steerguard.vectors.storage import save_vector
 
     vector = VectorLibrary(bare_engine(model).fingerprint).load(name)
     if fmt == "gguf":
@@ -155,10 +155,10 @@ def import_(
     model: ModelOpt = BUNDLED,
 ) -> None:
     """Add a llama.cpp/repeng control vector (.gguf) or a steerguard .safetensors file."""
+    from steerguard.directions.storage import load_vector
+    from steerguard.directions.vector import SteeringVector
     from steerguard.vectors.gguf_io import import_gguf
     from steerguard.vectors.library import VectorLibrary
-    from steerguard.vectors.steering_vector import SteeringVector
-    from steerguard.vectors.storage import load_vector
 
     library = VectorLibrary(bare_engine(model).fingerprint)
     if file.suffix == ".gguf":

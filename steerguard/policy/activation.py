@@ -16,7 +16,8 @@ A probe may read several layers: one such direction per layer, each projection s
 by its training projections, p = mean_l (h_l . d_l - c_l) / s_l. On SmolLM2-135M no single
 layer separates harmful requests with F1 0.9; layers 14-26 read together do (docs/policy.md).
 The runtime scores a prompt with `probe.score(h) = sigmoid((p - t) / s)`, a number
-in [0, 1] with the calibrated threshold at exactly 0.5; rules say `threshold: auto` (0.5) or a
+in [0, 1] with the calibrated threshold at exactly 0.5 (the probe type lives with the
+steering vectors in steerguard.directions); rules say `threshold: auto` (0.5) or a
 stricter/looser probability. Precision, recall and F1 on the held-out split are kept in the
 probe so `policy test` can report them.
 """
@@ -24,12 +25,17 @@ probe so `policy test` can report them.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Protocol
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from steerguard.directions.probe import (
+    ActivationProbe,
+    Criterion,
+    ProbeLayer,
+    ProbeMetrics,
+)
+from steerguard.directions.probe import project as _project
 from steerguard.policy.datasets import (  # noqa: F401  (re-exported: calibration reads them)
     DEFAULT_CONTEXTS,
     ConditionData,
@@ -37,101 +43,6 @@ from steerguard.policy.datasets import (  # noqa: F401  (re-exported: calibratio
     Prompt,
     load_condition_data,
 )
-
-Criterion = Literal["f1", "youden"]
-
-
-class ProbeMetrics(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    precision: float
-    recall: float
-    f1: float
-    accuracy: float
-    n_pos: int
-    n_neg: int
-
-
-class ProbeLayer(BaseModel):
-    """One layer a probe reads: its projection, standardised by the training projections
-    (`center` between the class means, `spread` the pooled within-class deviation)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    layer: int = Field(ge=0)
-    direction: tuple[float, ...] = Field(description="Unit vector, length = hidden size.")
-    center: float = 0.0
-    spread: float = Field(default=1.0, gt=0)
-    shrinkage: float = Field(
-        default=1.0, ge=0, le=1, description="LDA covariance shrinkage; 1 = mean difference."
-    )
-
-    def direction_tensor(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        return torch.tensor(self.direction, dtype=dtype)
-
-
-class ActivationProbe(BaseModel):
-    """A calibrated condition: read each part's layer, project on its direction, average the
-    standardised projections (one part: the raw projection), compare to `threshold`."""
-
-    model_config = ConfigDict(frozen=True)
-
-    name: str
-    parts: tuple[ProbeLayer, ...] = Field(min_length=1)
-    threshold: float = Field(description="Cut on the combined projection (score 0.5).")
-    scale: float = Field(gt=0, description="Projection spread; sets how fast score saturates.")
-    metrics: ProbeMetrics | None = Field(default=None, description="On held-out data.")
-    train_metrics: ProbeMetrics | None = None
-    cv_f1: float | None = Field(default=None, description="Cross-validated on training data.")
-    criterion: Criterion = "f1"
-    contexts: int = Field(default=1, ge=1, description="System prompts each text was fit under.")
-    model: str | None = Field(default=None, description="Model fingerprint or id it fits.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _single_layer_form(cls, data: Any) -> Any:
-        # Probes saved before multi-layer probes: {layer, direction, shrinkage} at the top.
-        if isinstance(data, dict) and "parts" not in data and "layer" in data:
-            data = dict(data)
-            part = {k: data.pop(k) for k in ("layer", "direction", "shrinkage") if k in data}
-            data["parts"] = (part,)
-        return data
-
-    @property
-    def layers(self) -> tuple[int, ...]:
-        return tuple(p.layer for p in self.parts)
-
-    @property
-    def layer(self) -> int:
-        """The last layer read: where the score is known during a forward pass."""
-        return max(self.layers)
-
-    def direction_tensor(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """The direction of a single-layer probe."""
-        if len(self.parts) != 1:
-            raise ValueError(f"probe {self.name!r} reads layers {self.layers}, not one")
-        return self.parts[0].direction_tensor(dtype)
-
-    def project(self, hidden: torch.Tensor | Mapping[int, torch.Tensor]) -> torch.Tensor:
-        """Combined projection of hidden states ({layer: [..., hidden]}, or one tensor for a
-        single-layer probe)."""
-        if isinstance(hidden, torch.Tensor):
-            hidden = {self.parts[0].layer: hidden} if len(self.parts) == 1 else {}
-        missing = [p.layer for p in self.parts if p.layer not in hidden]
-        if missing:
-            raise ValueError(f"probe {self.name!r} needs hidden states of layers {missing}")
-        return _project(self.parts, hidden)
-
-    def score(self, hidden: torch.Tensor | Mapping[int, torch.Tensor]) -> torch.Tensor:
-        """Calibrated probability in [0, 1]; >= 0.5 exactly when the projection >= threshold."""
-        return torch.sigmoid((self.project(hidden) - self.threshold) / self.scale)
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.model_dump_json(indent=1), encoding="utf-8")
-
-    @classmethod
-    def load(cls, path: str | Path) -> ActivationProbe:
-        return cls.model_validate_json(Path(path).read_text(encoding="utf-8"))
 
 
 def mean_difference_direction(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
@@ -250,16 +161,6 @@ def _pooled_std(pos: torch.Tensor, neg: torch.Tensor) -> float:
 
 
 Split = Mapping[int, torch.Tensor]  # layer -> [n, hidden] states
-
-
-def _project(parts: Sequence[ProbeLayer], hidden: Split) -> torch.Tensor:
-    total: torch.Tensor | None = None
-    for p in parts:
-        h = hidden[p.layer]
-        z = (h.float() @ p.direction_tensor().to(h.device) - p.center) / p.spread
-        total = z if total is None else total + z
-    assert total is not None
-    return total / len(parts)
 
 
 def _fit_parts(pos: Split, neg: Split, layers: Sequence[int], criterion: Criterion,

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from steerguard.canonical import digest
 from steerguard.policy.conditions import Node, compile_condition
 from steerguard.policy.decision import BundleRef
 from steerguard.policy.fields import Getter, getter
 from steerguard.policy.schema import BundleSpec, RuleSpec, StrengthFrom
-from steerguard.runtime.plan import Operation
+from steerguard.runtime.plan import Operation, Positions
 
 
 @dataclass(frozen=True)
@@ -24,7 +23,7 @@ class CompiledApply:
     strength: float | StrengthFrom
     layers: tuple[int, ...]
     op: Operation
-    positions: str
+    positions: Positions
 
 
 @dataclass(frozen=True)
@@ -63,10 +62,7 @@ class Bundle:
 
 def spec_hash(spec: BundleSpec) -> str:
     """Hash of the validated content, so comments and key order do not change it."""
-    payload = json.dumps(
-        spec.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":")
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()
+    return digest(spec.model_dump(mode="json", by_alias=True))
 
 
 def _applies(spec: BundleSpec, rule: RuleSpec) -> tuple[CompiledApply, ...]:

@@ -1,31 +1,20 @@
-"""Checks that need the whole bundle: references, bounds, duplicates, regexes, hashes."""
+"""Checks that need the whole bundle: references, bounds, duplicates, hashes, and each
+condition kind's own check (conditions/)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from steerguard.policy.catalog import VectorCatalog
+from steerguard.policy.conditions import CheckContext, kind_of, walk
 from steerguard.policy.datasets import read_condition_data
 from steerguard.policy.errors import PolicyIssue
-from steerguard.policy.fields import declaration_problem, literal_problem
+from steerguard.policy.fields import declaration_problem
 from steerguard.policy.paths import resolve_inside
-from steerguard.policy.schema import (
-    ActivationCond,
-    AllCond,
-    AnyCond,
-    BundleSpec,
-    Condition,
-    ContextCond,
-    FieldSpec,
-    NotCond,
-    ProfileCond,
-    RegexCond,
-    RuleSpec,
-    StrengthFrom,
-)
-from steerguard.policy.textmatch import BoundedRegex
+from steerguard.policy.schema import BundleSpec, RuleSpec, StrengthFrom
 from steerguard.policy.yamlsource import Loc, YamlDoc
 
 
@@ -199,7 +188,7 @@ def check_rule(
                 f"rule both applies and denies {name!r}",
                 expected="a vector the rule does not apply",
             )
-    for sub, cond in _walk(rule.when, ("when",)):
+    for sub, cond in walk(rule.when, ("when",)):
         out.extend(_check_condition(cond, spec, doc, (*loc, *sub), rule.id))
     return out
 
@@ -243,84 +232,9 @@ def _check_strength_from(
     return out
 
 
-def _walk(cond: Condition, loc: Loc) -> Iterator[tuple[Loc, Condition]]:
-    yield loc, cond
-    if isinstance(cond, AllCond):
-        for i, c in enumerate(cond.all):
-            yield from _walk(c, (*loc, "all", i))
-    elif isinstance(cond, AnyCond):
-        for i, c in enumerate(cond.any):
-            yield from _walk(c, (*loc, "any", i))
-    elif isinstance(cond, NotCond):
-        yield from _walk(cond.not_, (*loc, "not"))
-
-
-def _check_condition(
-    cond: Condition, spec: BundleSpec, doc: YamlDoc, loc: Loc, rule: str
-) -> list[PolicyIssue]:
-    out: list[PolicyIssue] = []
-    if isinstance(cond, ProfileCond | ContextCond):
-        scope = "profile" if isinstance(cond, ProfileCond) else "context"
-        pred = cond.profile if isinstance(cond, ProfileCond) else cond.context
-        decls: dict[str, FieldSpec] = getattr(spec, scope)
-        ploc = (*loc, scope)
-        fs = decls.get(pred.field)
-        if fs is None:
-            out.append(
-                doc.issue(
-                    (*ploc, "field"),
-                    f"unknown {scope} field {pred.field!r}",
-                    rule=rule,
-                    expected=f"a field declared under '{scope}', " + _one_of(decls),
-                )
-            )
-            return out
-        if pred.range is not None and fs.type not in ("number", "integer"):
-            out.append(
-                doc.issue(
-                    (*ploc, "range"),
-                    f"range needs a number field; {pred.field!r} is {fs.type}",
-                    rule=rule,
-                    expected="equals, in or exists",
-                )
-            )
-        literals = [("equals", pred.equals)] if pred.equals is not None else []
-        literals += [(("in", i), v) for i, v in enumerate(pred.in_ or [])]
-        for key, value in literals:
-            problem = literal_problem(fs, value)
-            if problem:
-                sub = key if isinstance(key, tuple) else (key,)
-                out.append(
-                    doc.issue(
-                        (*ploc, *sub),
-                        f"value can never match {scope} field {pred.field!r}",
-                        rule=rule,
-                        value=value,
-                        expected=problem.removeprefix("expected "),
-                    )
-                )
-    elif isinstance(cond, RegexCond):
-        try:
-            BoundedRegex(cond.regex.pattern, cond.regex.ignore_case)
-        except ValueError as e:
-            out.append(
-                doc.issue(
-                    (*loc, "regex", "pattern"),
-                    str(e),
-                    rule=rule,
-                    value=cond.regex.pattern,
-                    expected="a valid regular expression",
-                )
-            )
-    elif isinstance(cond, ActivationCond):
-        name = cond.activation.condition
-        if name not in spec.activations:
-            out.append(
-                doc.issue(
-                    (*loc, "activation", "condition"),
-                    f"unknown activation condition {name!r}",
-                    rule=rule,
-                    expected="a name declared under 'activations', " + _one_of(spec.activations),
-                )
-            )
-    return out
+def _check_condition(cond: BaseModel, spec: BundleSpec, doc: YamlDoc, loc: Loc, rule: str
+                     ) -> list[PolicyIssue]:
+    kind = kind_of(cond)
+    if kind.check is None:
+        return []
+    return kind.check(kind.payload(cond), CheckContext(spec, doc, loc, rule))

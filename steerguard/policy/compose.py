@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from steerguard.policy.bundle import Bundle, CompiledRule
-from steerguard.policy.conditions import MISSING
 from steerguard.policy.decision import Dropped, DropReason
+from steerguard.policy.fields import MISSING
 from steerguard.policy.schema import StrengthFrom
 from steerguard.runtime.plan import Intervention, Operation, Positions, SteeringPlan
 
@@ -41,7 +41,7 @@ class _Slot:
     sources: dict[int, list[str]] = field(default_factory=dict)
 
 
-SlotKey = tuple[str, Operation, str]
+SlotKey = tuple[str, Operation, Positions]
 
 
 def compose(
@@ -192,7 +192,6 @@ def _interventions(slots: dict[SlotKey, _Slot]) -> tuple[Intervention, ...]:
             if op is Operation.ADD and value == 0.0:
                 continue
             groups.setdefault((value, "+".join(slot.sources[layer])), []).append(layer)
-        pos = Positions.parse(positions)
         for (value, sources), layers in groups.items():
             intervention = Intervention(
                 vector=concept,
@@ -200,7 +199,7 @@ def _interventions(slots: dict[SlotKey, _Slot]) -> tuple[Intervention, ...]:
                 layers=tuple(sorted(layers)),
                 strength=value,
                 op=op,
-                positions=pos,
+                positions=positions,
                 source=sources,
             )
             out.append((slot.rank, intervention))

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict
 
 from steerguard.policy.errors import PolicyIssue
 from steerguard.policy.paths import resolve_inside
-from steerguard.policy.schema import NAME, Layers
+from steerguard.policy.specbase import NAME, Layers
 from steerguard.policy.validation import validate
 from steerguard.policy.yamlsource import YamlDoc, read_yaml
 

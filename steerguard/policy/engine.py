@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel
 
+from steerguard.canonical import digest
 from steerguard.policy.bundle import Bundle, CompiledRule
 from steerguard.policy.compose import compose
-from steerguard.policy.conditions import MISSING, EvalInput
+from steerguard.policy.conditions import EvalInput
 from steerguard.policy.decision import BundleRef, Decision, Evidence, RuleMatch
 from steerguard.policy.errors import EvaluationError, ProfileError
 from steerguard.policy.explain import explanation
-from steerguard.policy.fields import Getter, value_problem
+from steerguard.policy.fields import MISSING, Getter, value_problem
 from steerguard.policy.inputs import ChatMessage, RequestContext, UserProfile, derive_tool_state
 from steerguard.policy.schema import ActivationSpec, FieldSpec
 from steerguard.runtime.plan import SteeringPlan
@@ -115,8 +114,7 @@ class PolicyEngine:
             "context": ctx.model_dump(mode="json", exclude_defaults=True),
             "activation_scores": dict(sorted(scores.items())) if scores else None,
         }
-        canon = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hashlib.sha256(f"{self._ref.content_hash}\n{canon}".encode()).hexdigest()[:32]
+        return digest(f"{self._ref.content_hash}\n", payload, size=32)
 
 
 def _values(

@@ -8,8 +8,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from steerguard.policy.conditions import MISSING
-from steerguard.policy.schema import FieldSpec, Scalar
+from steerguard.policy.specbase import FieldSpec, Scalar
+
+MISSING: Any = object()  # a field the request does not carry
 
 # Built-in fields and the declared types they allow.
 PROFILE_BUILTINS: dict[str, tuple[str, ...]] = {

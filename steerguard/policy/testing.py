@@ -19,7 +19,7 @@ from steerguard.policy.validation import validate
 from steerguard.policy.yamlsource import read_yaml
 
 if TYPE_CHECKING:
-    from steerguard.policy.activation import ActivationProbe
+    from steerguard.directions.probe import ActivationProbe
 
 TOLERANCE = 1e-6
 
@@ -121,7 +121,7 @@ def find_test_files(bundle_path: Path) -> list[Path]:
 def run_bundle_tests(
     path: str | Path, catalog: VectorCatalog | None = None, num_layers: int | None = None
 ) -> BundleReport:
-    from steerguard.policy.activation import ActivationProbe  # torch: only to run tests
+    from steerguard.directions.probe import ActivationProbe  # torch: only to run tests
 
     path = Path(path)
     try:

@@ -21,7 +21,6 @@ _WHERE = {
     "Positions": "plan",
     "PositionScope": "plan",
     "SteeringPlan": "plan",
-    "Probe": "program",
     "InterventionReport": "report",
     "LayerMeasurement": "report",
     "GenerationResult": "result",
@@ -37,7 +36,6 @@ __all__ = [
     "Operation",
     "PositionScope",
     "Positions",
-    "Probe",
     "SteeringEngine",
     "SteeringPlan",
     "StreamChunk",
@@ -55,7 +53,6 @@ if TYPE_CHECKING:
         PositionScope,
         SteeringPlan,
     )
-    from steerguard.runtime.program import Probe
     from steerguard.runtime.report import InterventionReport, LayerMeasurement
     from steerguard.runtime.result import GenerationResult
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from steerguard.directions.probe import ActivationProbe
 from steerguard.errors import PlanError
 from steerguard.runtime.activations import left_pad, positions_from_mask
 from steerguard.runtime.engine import (
@@ -40,7 +41,7 @@ from steerguard.runtime.engine import (
 )
 from steerguard.runtime.hooks import active_program, hooks_installed
 from steerguard.runtime.plan import SteeringPlan
-from steerguard.runtime.program import PlanResolver, Probe, SteeringProgram
+from steerguard.runtime.program import PlanResolver, SteeringProgram
 from steerguard.runtime.result import GenerationResult
 
 
@@ -62,7 +63,7 @@ class _Job:
     ids: list[int]
     plan: SteeringPlan | PlanResolver | None
     params: GenerationParams
-    probes: tuple[Probe, ...]
+    probes: tuple[ActivationProbe, ...]
     probe_offset: int
     processor: LogitsProcessor | None
     cancel: threading.Event | None
@@ -176,7 +177,7 @@ class ContinuousBatcher:
         plan: SteeringPlan | PlanResolver | None = None,
         params: GenerationParams | None = None,
         *,
-        probes: Sequence[Probe] = (),
+        probes: Sequence[ActivationProbe] = (),
         probe_offset: int = 0,
         logits_processor: LogitsProcessor | None = None,
         cancel: threading.Event | None = None,
@@ -217,7 +218,7 @@ class ContinuousBatcher:
         prompt: Prompt,
         plan: SteeringPlan | PlanResolver | None,
         params: GenerationParams | None,
-        probes: Sequence[Probe],
+        probes: Sequence[ActivationProbe],
         probe_offset: int,
         processor: LogitsProcessor | None,
         cancel: threading.Event | None,

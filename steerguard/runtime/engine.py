@@ -12,6 +12,8 @@ from functools import cached_property
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from steerguard.directions.probe import ActivationProbe
+from steerguard.directions.vector import SteeringVector
 from steerguard.errors import PlanError
 from steerguard.runtime.activations import (
     Pooling,
@@ -23,9 +25,8 @@ from steerguard.runtime.calibration import layer_norms
 from steerguard.runtime.hooks import active_program, hooks_installed
 from steerguard.runtime.loading import LoadedModel
 from steerguard.runtime.plan import SteeringPlan
-from steerguard.runtime.program import PlanResolver, Probe, SecondPrefill, SteeringProgram
+from steerguard.runtime.program import PlanResolver, SecondPrefill, SteeringProgram
 from steerguard.runtime.result import FinishReason, GenerationResult
-from steerguard.vectors.steering_vector import SteeringVector
 
 Message = Mapping[str, str]
 Prompt = Sequence[Message] | Sequence[int] | str
@@ -151,7 +152,7 @@ class SteeringEngine:
         plans: Sequence[SteeringPlan | PlanResolver | None],
         params: GenerationParams | None = None,
         *,
-        probes: Sequence[Probe] = (),
+        probes: Sequence[ActivationProbe] = (),
         probe_offsets: Sequence[int] | None = None,
         logits_processor: LogitsProcessor | None = None,
         cancel: threading.Event | None = None,
@@ -175,7 +176,7 @@ class SteeringEngine:
         plan: SteeringPlan | PlanResolver | None = None,
         params: GenerationParams | None = None,
         *,
-        probes: Sequence[Probe] = (),
+        probes: Sequence[ActivationProbe] = (),
         probe_offset: int = 0,
         logits_processor: LogitsProcessor | None = None,
         cancel: threading.Event | None = None,
@@ -203,7 +204,7 @@ class SteeringEngine:
         prompts: Sequence[Prompt],
         plans: Sequence[SteeringPlan | PlanResolver | None],
         params: GenerationParams | None,
-        probes: Sequence[Probe],
+        probes: Sequence[ActivationProbe],
         logits_processor: LogitsProcessor | None,
         cancel: threading.Event | None,
         stream: bool = False,
@@ -299,7 +300,7 @@ class SteeringEngine:
     def _program(
         self,
         plans: Sequence[SteeringPlan | PlanResolver | None],
-        probes: Sequence[Probe],
+        probes: Sequence[ActivationProbe],
         probe_offsets: Sequence[int],
     ) -> SteeringProgram | None:
         fixed = [p if isinstance(p, SteeringPlan) or p is None else None for p in plans]
@@ -309,8 +310,9 @@ class SteeringEngine:
         if not probes and all(p is None or not p.interventions for p in fixed):
             return None  # nothing to steer or read: no hooks at all
         for probe in probes:
-            if not 0 <= probe.layer < self.fingerprint.num_layers:
-                raise PlanError(f"probe {probe.name!r} reads layer {probe.layer}, out of range")
+            problem = probe.fit_problem(self.fingerprint)
+            if problem is not None:
+                raise PlanError(f"probe {probe.name!r} does not fit this model: {problem}")
         params = next(self.model.parameters())
         return SteeringProgram(
             fixed,

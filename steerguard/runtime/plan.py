@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from steerguard.canonical import canonical
+from steerguard.canonical import digest
 
 
 class Operation(StrEnum):
@@ -140,8 +139,8 @@ class SteeringPlan(BaseModel):
         return all(i.is_noop for i in self.interventions)
 
     def content_hash(self) -> str:
-        """SHA-256 of the plan's canonical JSON (steerguard/canonical.py)."""
-        return hashlib.sha256(canonical(self.model_dump(mode="json"))).hexdigest()
+        """The digest of the plan's canonical JSON (steerguard/canonical.py)."""
+        return digest(self.model_dump(mode="json"))
 
     def summary(self) -> list[dict[str, object]]:
         """A compact, JSON-friendly view for logs and response metadata."""

@@ -17,23 +17,23 @@ from dataclasses import dataclass, field
 
 import torch
 
+from steerguard.directions.probe import ActivationProbe
+from steerguard.directions.vector import SteeringVector
 from steerguard.errors import PlanError
 from steerguard.runtime.plan import Operation, Positions, PositionScope, SteeringPlan
 from steerguard.runtime.report import InterventionReport, LayerMeasurement
-from steerguard.vectors.steering_vector import SteeringVector
 
 
 @dataclass(frozen=True)
-class Probe:
-    """Reads the last prompt position at `layer` during prefill (or one `probe_offsets` tokens
-    earlier): value = (h . direction - center) / spread. Probes sharing a name are one
-    condition read at several layers: its value is the mean of theirs."""
+class _ProbeRead:
+    """One layer an activation probe reads at the last prompt position during prefill (or
+    `probe_offsets` tokens earlier): (h . direction - center) / spread."""
 
     name: str
     layer: int
     direction: torch.Tensor  # unit vector [hidden]
-    center: float = 0.0
-    spread: float = 1.0
+    center: float
+    spread: float
 
 
 PlanResolver = Callable[[Mapping[str, float]], SteeringPlan]
@@ -52,7 +52,8 @@ class _Entry:
     index: int
     column: int
     op: Operation
-    scope: str
+    scope: Positions
+    slot: int  # the scope's index in the step's mask list (cheaper than hashing Positions)
     coefficient: float
 
 
@@ -60,7 +61,7 @@ class _Entry:
 class _LayerOps:
     directions: torch.Tensor  # [hidden, K] unit columns
     entries: list[_Entry] = field(default_factory=list)
-    add_deltas: dict[str, torch.Tensor] = field(default_factory=dict)  # scope -> [B, 1, H]
+    add_deltas: dict[int, torch.Tensor] = field(default_factory=dict)  # slot -> [B, 1, H]
     projective: list[tuple[_Entry, torch.Tensor, torch.Tensor]] = field(default_factory=list)
     steps: list[int] = field(default_factory=list)
     before: list[torch.Tensor] = field(default_factory=list)
@@ -69,6 +70,7 @@ class _LayerOps:
 
 
 _SKIP = object()  # scope inactive for this step
+_DECODED = (PositionScope.ALL, PositionScope.GENERATED)  # scopes that steer generated tokens
 
 
 class SteeringProgram:
@@ -82,7 +84,7 @@ class SteeringProgram:
         *,
         dtype: torch.dtype,
         device: torch.device,
-        probes: Sequence[Probe] = (),
+        probes: Sequence[ActivationProbe] = (),
         probe_offsets: Sequence[int] | None = None,
         resolvers: Sequence[PlanResolver | None] | None = None,
     ) -> None:
@@ -91,7 +93,10 @@ class SteeringProgram:
         self.layer_norms = layer_norms
         self.dtype, self.device = dtype, device
         self.plans: list[SteeringPlan | None] = list(plans)
-        self.probes = list(probes)
+        # The probe's value is the mean of its parts' readings.
+        self.probes = [_ProbeRead(p.name, part.layer, part.direction_tensor(), part.center,
+                                  part.spread) for p in probes for part in p.parts]
+        self._parts = {p.name: len(p.parts) for p in probes}
         # Probes read position T-1-offset of each (left-padded) row during prefill.
         self.probe_offsets = torch.tensor(
             list(probe_offsets) if probe_offsets is not None else [0] * self.batch,
@@ -103,11 +108,12 @@ class SteeringProgram:
         self.scores: list[dict[str, float]] = [{} for _ in range(self.batch)]
         self._probe_values: dict[str, torch.Tensor] = {}
         self.layers: dict[int, _LayerOps] = {}
-        self.scopes: set[str] = set()
+        self.scopes: set[Positions] = set()
         self.step = -1
         self.prefill = True
-        self.step_masks: list[dict[str, torch.Tensor]] = []
-        self._apply_masks: dict[str, object] = {}
+        self.step_masks: list[dict[Positions, torch.Tensor]] = []
+        self._slots: dict[Positions, int] = {}  # only grows: slots stay valid across recompiles
+        self._apply_masks: list[object] = []  # by slot: a mask, None (all rows) or _SKIP
         self._prefill_mask: torch.Tensor | None = None  # for scopes a resolver adds mid-prefill
         self._compile()
 
@@ -116,7 +122,7 @@ class SteeringProgram:
     def _compile(self) -> None:
         self.layers = {}
         self.scopes = set()
-        specs: dict[int, list[tuple[int, int, Operation, str, float, str]]] = {}
+        specs: dict[int, list[tuple[int, int, Operation, Positions, float, str]]] = {}
         for row, plan in enumerate(self.plans):
             for index, iv in enumerate(plan.interventions if plan else ()):
                 vector = self._vector(iv.vector, iv.vector_hash)
@@ -128,7 +134,7 @@ class SteeringProgram:
                         )
                     scale = float(self.layer_norms[layer])
                     coefficient = iv.strength * scale
-                    scope = str(iv.positions)
+                    scope = iv.positions
                     specs.setdefault(layer, []).append(
                         (row, index, iv.op, scope, coefficient, iv.vector)
                     )
@@ -140,12 +146,13 @@ class SteeringProgram:
             ops = _LayerOps(directions=units.to(self.device, self.dtype))
             hidden = units.shape[0]
             for row, index, op, scope, coefficient, name in items:
-                entry = _Entry(row, index, columns[name], op, scope, coefficient)
+                slot = self._slots.setdefault(scope, len(self._slots))
+                entry = _Entry(row, index, columns[name], op, scope, slot, coefficient)
                 ops.entries.append(entry)
                 unit = ops.directions[:, entry.column]
                 if op is Operation.ADD:
                     delta = ops.add_deltas.setdefault(
-                        scope,
+                        slot,
                         torch.zeros(self.batch, 1, hidden, dtype=self.dtype, device=self.device),
                     )
                     delta[row, 0] += coefficient * unit
@@ -181,16 +188,15 @@ class SteeringProgram:
         self.prefill = True
         self._prefill_mask = attention_mask
         valid = attention_mask.to(self.dtype)
-        masks: dict[str, torch.Tensor] = {}
+        masks: dict[Positions, torch.Tensor] = {}
         for scope in self.scopes:
-            positions = Positions.parse(scope)
-            if positions.scope in (PositionScope.ALL, PositionScope.PROMPT):
+            if scope.scope in (PositionScope.ALL, PositionScope.PROMPT):
                 masks[scope] = valid
-            elif positions.scope is PositionScope.GENERATED:
+            elif scope.scope is PositionScope.GENERATED:
                 masks[scope] = torch.zeros_like(valid)
             else:
                 last = torch.zeros_like(valid)
-                last[:, -(positions.n or 1) :] = 1.0
+                last[:, -(scope.n or 1) :] = 1.0
                 masks[scope] = last * valid
         self._set_masks(masks)
 
@@ -199,20 +205,18 @@ class SteeringProgram:
         self.step += 1
         self.prefill = False
         live = alive.to(self.dtype)[:, None]
-        masks = {
-            scope: live
-            if Positions.parse(scope).scope in (PositionScope.ALL, PositionScope.GENERATED)
-            else torch.zeros_like(live)
-            for scope in self.scopes
-        }
+        idle = torch.zeros_like(live)
+        masks = {scope: live if scope.scope in _DECODED else idle for scope in self.scopes}
         self._set_masks(masks)
         # Finished rows may be steered harmlessly (their tokens are discarded): skip the mask.
         for scope, mask in masks.items():
-            self._apply_masks[scope] = None if bool(mask.any()) else _SKIP
+            self._apply_masks[self._slots[scope]] = None if bool(mask.any()) else _SKIP
 
-    def _set_masks(self, masks: dict[str, torch.Tensor]) -> None:
+    def _set_masks(self, masks: dict[Positions, torch.Tensor]) -> None:
         self.step_masks.append(masks)
-        self._apply_masks = dict(masks)
+        self._apply_masks = [_SKIP] * len(self._slots)
+        for scope, mask in masks.items():
+            self._apply_masks[self._slots[scope]] = mask
 
     # the hook ---------------------------------------------------------------------------------
 
@@ -223,15 +227,15 @@ class SteeringProgram:
         if ops is None:
             return None
         masks = self._apply_masks
-        if all(masks[e.scope] is _SKIP for e in ops.entries):
+        if all(masks[e.slot] is _SKIP for e in ops.entries):
             return None
         out = hidden
-        for scope, delta in ops.add_deltas.items():
-            mask = masks[scope]
+        for slot, delta in ops.add_deltas.items():
+            mask = masks[slot]
             if mask is not _SKIP:
                 out = out + (delta if mask is None else delta * mask.unsqueeze(-1))
         for entry, rows, target in ops.projective:
-            mask = masks[entry.scope]
+            mask = masks[entry.slot]
             if mask is _SKIP:  # keep the per-step lists aligned with ops.steps
                 ops.moved[id(entry)].append(hidden.new_zeros(hidden.shape[:2]))
                 continue
@@ -262,10 +266,7 @@ class SteeringProgram:
 
     def _resolve(self) -> None:
         """Turn probe scores into plans, mid-prefill; later layers are steered in this pass."""
-        counts: dict[str, int] = {}
-        for probe in self.probes:
-            counts[probe.name] = counts.get(probe.name, 0) + 1
-        values = {name: (v / counts[name]).tolist() for name, v in self._probe_values.items()}
+        values = {name: (v / self._parts[name]).tolist() for name, v in self._probe_values.items()}
         self.scores = [{name: v[row] for name, v in values.items()} for row in range(self.batch)]
         if not any(self.resolvers):
             return
@@ -295,9 +296,7 @@ class SteeringProgram:
         layer itself is fine: probes read its output before the new plan steers it."""
         return any(
             layer < self.resolve_layer
-            and any(
-                Positions.parse(e.scope).scope is not PositionScope.GENERATED for e in ops.entries
-            )
+            and any(e.scope.scope is not PositionScope.GENERATED for e in ops.entries)
             for layer, ops in self.layers.items()
         )
 

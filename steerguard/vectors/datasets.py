@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from steerguard.canonical import digest
 from steerguard.errors import VectorError
 from steerguard.inputfiles import InputFileError, json_lines, load_yaml
 
@@ -91,7 +91,7 @@ def load_concept(folder: Path) -> Concept:
         pairs=tuple(pairs),
         eval_prompts=tuple(prompts),
         folder=folder,
-        dataset_hash=hashlib.sha256(train_path.read_bytes()).hexdigest()[:16],
+        dataset_hash=digest(train_path.read_bytes(), size=16),
     )
 
 

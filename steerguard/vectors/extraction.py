@@ -8,10 +8,10 @@ from typing import Literal
 import torch
 from rich.progress import Progress
 
+from steerguard.directions.vector import ExtractionInfo, SteeringVector
 from steerguard.runtime.activations import Pooling
 from steerguard.runtime.engine import SteeringEngine
 from steerguard.vectors.datasets import Concept, ContrastPair
-from steerguard.vectors.steering_vector import ExtractionInfo, SteeringVector
 
 Method = Literal["mean_diff", "pca_diff"]
 HOLDOUT_EVERY = 5  # every 5th pair is held out to score layers, the rest build the vector

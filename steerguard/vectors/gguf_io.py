@@ -11,9 +11,9 @@ import gguf
 import numpy as np
 import torch
 
+from steerguard.directions.fingerprint import ModelFingerprint
+from steerguard.directions.vector import ExtractionInfo, SteeringVector
 from steerguard.errors import VectorError
-from steerguard.vectors.fingerprint import ModelFingerprint
-from steerguard.vectors.steering_vector import ExtractionInfo, SteeringVector
 
 _ARCH = "controlvector"
 

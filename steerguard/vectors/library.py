@@ -1,34 +1,29 @@
-"""Vectors on disk, one folder per model: build from concepts once, load afterwards."""
+"""Steering vectors of one model: built from concepts once (or copied from the shipped ones),
+loaded afterwards from the model's DirectionLibrary folder."""
 
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from steerguard.directions.fingerprint import ModelFingerprint
+from steerguard.directions.library import DirectionLibrary, model_slug
+from steerguard.directions.storage import load_vector
+from steerguard.directions.vector import SteeringVector
 from steerguard.errors import VectorError
-from steerguard.home import steerguard_home
 from steerguard.resources import shipped_vectors_dir
 from steerguard.runtime.engine import SteeringEngine
 from steerguard.vectors.datasets import load_concepts
-from steerguard.vectors.fingerprint import ModelFingerprint
-from steerguard.vectors.steering_vector import SteeringVector
-from steerguard.vectors.storage import load_vector, save_vector
 
 if TYPE_CHECKING:
     from steerguard.runtime.activations import Pooling
     from steerguard.vectors.extraction import Method
 
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-
-
-def _slug(fingerprint: ModelFingerprint) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", fingerprint.model_id).strip("_") or "model"
-
 
 class VectorLibrary:
-    """`root/<model>/<name>.safetensors`; default root is $STEERGUARD_HOME/vectors.
+    """The steering vectors of one model in its DirectionLibrary folder
+    (`root/<model>/<name>.safetensors`; default root $STEERGUARD_HOME/vectors).
 
     `build` takes a vector from `shipped/<model>/` (default: the package's own, built for the
     bundled model) when it was made from the same data, method and pooling for this model,
@@ -39,30 +34,24 @@ class VectorLibrary:
         self, fingerprint: ModelFingerprint, root: Path | None = None, shipped: Path | None = None
     ) -> None:
         self.fingerprint = fingerprint
-        self.folder = Path(root or steerguard_home() / "vectors") / _slug(fingerprint)
-        self.shipped = Path(shipped or shipped_vectors_dir()) / _slug(fingerprint)
+        self.directions = DirectionLibrary(fingerprint, vectors=root)
+        self.folder = self.directions.vector_folder
+        self.shipped = Path(shipped or shipped_vectors_dir()) / model_slug(fingerprint)
 
     def path(self, name: str) -> Path:
-        if not _NAME.match(name):
-            raise VectorError(f"vector name {name!r}: use letters, digits, '_', '.', '-' only")
-        return self.folder / f"{name}.safetensors"
+        return self.directions.vector_path(name)
 
     def names(self) -> list[str]:
-        return sorted(p.stem for p in self.folder.glob("*.safetensors"))
+        return self.directions.vector_names()
 
     def load(self, name: str) -> SteeringVector:
-        path = self.path(name)
-        if not path.is_file():
-            known = ", ".join(self.names()) or "none; run `steerguard vectors build`"
-            raise VectorError(f"no vector {name!r} in {self.folder} (have: {known})")
-        return load_vector(path, self.fingerprint)
+        return self.directions.load_vector(name)
 
     def load_all(self) -> list[SteeringVector]:
         return [self.load(name) for name in self.names()]
 
     def save(self, vector: SteeringVector) -> Path:
-        vector.check_fits(self.fingerprint)
-        return save_vector(vector, self.path(vector.name))
+        return self.directions.save_vector(vector)
 
     def build(
         self,

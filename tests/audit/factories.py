@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 
+from steerguard.directions.fingerprint import ModelFingerprint
 from steerguard.policy.decision import BundleRef, Decision, Dropped, DropReason, Evidence, RuleMatch
 from steerguard.runtime.plan import Intervention, Operation, Positions, SteeringPlan
 from steerguard.runtime.report import InterventionReport, LayerMeasurement
 from steerguard.runtime.result import GenerationResult
-from steerguard.vectors.fingerprint import ModelFingerprint
 
 MODEL = ModelFingerprint(model_id="HuggingFaceTB/SmolLM2-135M-Instruct",
                          architecture="LlamaForCausalLM", hidden_size=576, num_layers=30)

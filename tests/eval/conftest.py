@@ -18,9 +18,9 @@ CONCEPTS = ("sentiment", "concision")
 def tiny_engine():
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
+    from steerguard.directions.vector import ExtractionInfo, SteeringVector
     from steerguard.runtime.engine import SteeringEngine
     from steerguard.runtime.loading import bundled_model_dir, wrap_model
-    from steerguard.vectors.steering_vector import ExtractionInfo, SteeringVector
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(bundled_model_dir())

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import torch
 
+from steerguard.directions.vector import ExtractionInfo, SteeringVector
 from steerguard.runtime.engine import SteeringEngine
 from steerguard.runtime.loading import LoadedModel
-from steerguard.vectors.steering_vector import ExtractionInfo, SteeringVector
 
 
 def random_vector(loaded: LoadedModel, name: str = "rand", seed: int = 1) -> SteeringVector:

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
+from steerguard.directions.probe import ActivationProbe, ProbeLayer
 from steerguard.errors import PlanError
 from steerguard.runtime.engine import GenerationParams
 from steerguard.runtime.hooks import hook_count
@@ -166,11 +167,17 @@ def test_plan_validation_names_the_problem() -> None:
     assert Operation("clamp") is Operation.CLAMP
 
 
-def test_resolver_reads_probe_and_steers_in_same_prefill(engine, monkeypatch) -> None:
-    from steerguard.runtime.program import Probe
+def _probe(*parts: tuple[int, torch.Tensor, float, float]) -> ActivationProbe:
+    """Probe "p" reading (layer, direction, center, spread) per part; scores are raw readings."""
+    return ActivationProbe(
+        name="p", threshold=0.0, scale=1.0,
+        parts=tuple(ProbeLayer(layer=layer, direction=tuple(d.tolist()), center=c, spread=s)
+                    for layer, d, c, s in parts))
 
+
+def test_resolver_reads_probe_and_steers_in_same_prefill(engine, monkeypatch) -> None:
     direction = torch.nn.functional.normalize(torch.randn(engine.fingerprint.hidden_size), dim=0)
-    probe = Probe("p", 1, direction)
+    probe = _probe((1, direction, 0.0, 1.0))
     seen: list[float] = []
     forwards = 0
     original = engine.model.forward
@@ -244,10 +251,8 @@ def test_activations_keep_order_stop_early_and_match_single_runs(engine, monkeyp
 
 
 def test_probe_offset_reads_the_conversation_end_before_an_appended_prefix(engine) -> None:
-    from steerguard.runtime.program import Probe
-
     direction = torch.nn.functional.normalize(torch.randn(engine.fingerprint.hidden_size), dim=0)
-    probe = Probe("p", 1, direction)
+    probe = _probe((1, direction, 0.0, 1.0))
     conversation = engine.encode(PROMPT)
     prefix = engine.encode([{"role": "user", "content": "<tool_call>"}])[-3:]
     short = GenerationParams(max_new_tokens=1)
@@ -263,15 +268,13 @@ def test_probe_offset_reads_the_conversation_end_before_an_appended_prefix(engin
         engine.generate(extended, None, short, probes=[probe], probe_offsets=[len(extended)])
 
 
-def test_probes_sharing_a_name_read_several_layers_and_average(engine) -> None:
-    from steerguard.runtime.program import Probe
-
+def test_a_probe_reading_several_layers_averages_them(engine) -> None:
     hidden = engine.fingerprint.hidden_size
     d1, d3 = (torch.nn.functional.normalize(torch.randn(hidden), dim=0) for _ in range(2))
-    parts = [Probe("p", 1, d1, center=0.5, spread=2.0), Probe("p", 3, d3, center=-1.0)]
+    probe = _probe((1, d1, 0.5, 2.0), (3, d3, -1.0, 1.0))
     seen: list[dict[str, float]] = []
     engine.generate(PROMPT, lambda s: seen.append(dict(s)) or SteeringPlan(),
-                    GenerationParams(max_new_tokens=1), probes=parts)
+                    GenerationParams(max_new_tokens=1), probes=[probe])
     states = engine.activations([PROMPT], [1, 3])
     want = ((float(states[1][0] @ d1) - 0.5) / 2.0 + (float(states[3][0] @ d3) + 1.0)) / 2
     assert len(seen) == 1 and abs(seen[0]["p"] - want) < 1e-3  # resolved once, after layer 3

@@ -13,6 +13,7 @@ import torch
 from opentelemetry import trace
 
 from steerguard.audit import AuditConfig, AuditLog, AuditStore
+from steerguard.directions.vector import ExtractionInfo, SteeringVector
 from steerguard.pipeline import Request, Turn
 from steerguard.policy.engine import PolicyEngine
 from steerguard.policy.inputs import ChatMessage
@@ -20,7 +21,6 @@ from steerguard.policy.loader import load_bundle_text
 from steerguard.root import Steerguard
 from steerguard.runtime.engine import GenerationParams, SteeringEngine
 from steerguard.telemetry import attributes as a
-from steerguard.vectors.steering_vector import ExtractionInfo, SteeringVector
 from tests.telemetry.conftest import Otel
 
 pytestmark = pytest.mark.redis

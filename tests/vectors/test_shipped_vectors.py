@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from steerguard.directions.storage import load_vector
 from steerguard.resources import concepts_dir, shipped_vectors_dir
 from steerguard.vectors.datasets import load_concept, load_concepts
 from steerguard.vectors.extraction import extract
-from steerguard.vectors.storage import load_vector
 
 SHIPPED = shipped_vectors_dir() / "smollm2-135m"
 NAMES = sorted(c.meta.name for c in load_concepts(concepts_dir()))

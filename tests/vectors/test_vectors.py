@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from steerguard.directions.storage import load_vector, save_vector
+from steerguard.directions.vector import ExtractionInfo, SteeringVector
 from steerguard.errors import VectorError
 from steerguard.resources import concepts_dir
 from steerguard.vectors.datasets import load_concept
 from steerguard.vectors.extraction import direction, extract
 from steerguard.vectors.gguf_io import export_gguf, import_gguf
 from steerguard.vectors.library import VectorLibrary
-from steerguard.vectors.steering_vector import ExtractionInfo, SteeringVector
-from steerguard.vectors.storage import load_vector, save_vector
 from tests.models import tiny_model
 from tests.runtime.helpers import random_vector
 

@@ -10,9 +10,10 @@ from pydantic import ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from steerguard.canonical import digest
+from steerguard.directions.fingerprint import ModelFingerprint
+from steerguard.directions.vector import ExtractionInfo, SteeringVector
 from steerguard.errors import VectorError
-from steerguard.vectors.fingerprint import ModelFingerprint
-from steerguard.vectors.steering_vector import ExtractionInfo, SteeringVector
 
 _META_KEY = "steerguard"
 FORMAT_VERSION = "1"
@@ -59,10 +60,20 @@ def load_vector(path: Path, fingerprint: ModelFingerprint | None = None) -> Stee
         raise VectorError(f"{path}: malformed vector ({exc})") from exc
     stored = meta.get("content_hash")
     if stored and stored != vector.content_hash():
-        raise VectorError(
-            f"{path}: content hash {vector.content_hash()} differs from the recorded {stored}; "
-            "the file was altered"
-        )
+        if stored != _plain_json_hash(vector):
+            raise VectorError(
+                f"{path}: content hash {vector.content_hash()} differs from the recorded "
+                f"{stored}; the file was altered"
+            )
+        vector._hash = stored  # intact, and policies pin the recorded hash
     if fingerprint is not None:
         vector.check_fits(fingerprint)
     return vector
+
+
+def _plain_json_hash(vector: SteeringVector) -> str:
+    """A hash a format-1 file may record: the digest with its metadata as Python's json module
+    writes it. It differs from the canonical digest only for metadata with numbers below 1e-4
+    or text beyond ASCII; such a file is intact and keeps its recorded hash."""
+    meta = json.dumps(vector.metadata(), sort_keys=True, separators=(",", ":"))
+    return digest(meta, *vector.tensor_bytes(), size=16)

@@ -1,15 +1,15 @@
-"""A named steering direction per layer, tied to one model and versioned by content."""
+"""A steering vector: a named direction per layer, made for one model, versioned by content."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from steerguard.vectors.fingerprint import ModelFingerprint
+from steerguard.canonical import digest
+from steerguard.directions.fingerprint import ModelFingerprint, fit_problem
+from steerguard.errors import VectorError
 
 
 class ExtractionInfo(BaseModel):
@@ -49,8 +49,6 @@ class SteeringVector(BaseModel):
 
     @model_validator(mode="after")
     def _check_tensors(self) -> SteeringVector:
-        from steerguard.errors import VectorError
-
         if not self.directions:
             raise VectorError(f"vector {self.name!r} has no layers")
         for layer, t in self.directions.items():
@@ -92,19 +90,21 @@ class SteeringVector(BaseModel):
         return self._hash
 
     def _compute_hash(self) -> str:
-        h = hashlib.sha256()
-        h.update(json.dumps(self.metadata(), sort_keys=True, separators=(",", ":")).encode())
+        return digest(self.metadata(), *self.tensor_bytes(), size=16)
+
+    def tensor_bytes(self) -> list[bytes]:
+        """Per layer, ascending: its index (4 bytes, little-endian) and its float32 values."""
+        out = []
         for layer in self.layers:
-            h.update(layer.to_bytes(4, "little"))
-            h.update(
+            out.append(layer.to_bytes(4, "little"))
+            out.append(
                 self.directions[layer].detach().to(torch.float32).contiguous().numpy().tobytes()
             )
-        return h.hexdigest()[:16]
+        return out
 
     def check_fits(self, fingerprint: ModelFingerprint) -> None:
         """Raise VectorError when this vector was made for a different model."""
-        from steerguard.errors import VectorError
-
-        problem = fingerprint.mismatch(self.fingerprint)
+        problem = fit_problem(fingerprint, made_for=self.fingerprint,
+                              width=self.fingerprint.hidden_size, layers=self.layers)
         if problem is not None:
             raise VectorError(f"vector {self.name!r} does not fit this model: {problem}")

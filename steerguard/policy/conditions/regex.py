@@ -1,0 +1,59 @@
+"""`regex: {pattern, ignore_case, in, last}`: a bounded regular expression (textmatch.py) finds
+a match. The evidence names the pattern and quotes the matched text."""
+
+from __future__ import annotations
+
+from steerguard.policy.conditions.base import (
+    CheckContext,
+    CompileChild,
+    ConditionKind,
+    EvalInput,
+    Node,
+    TextSource,
+    guard,
+)
+from steerguard.policy.decision import Evidence
+from steerguard.policy.errors import PolicyIssue
+from steerguard.policy.specbase import Spec
+from steerguard.policy.textmatch import BoundedRegex
+
+
+class RegexSpec(TextSource):
+    pattern: str
+    ignore_case: bool = True
+
+
+class RegexCond(Spec):
+    regex: RegexSpec
+
+
+def compile_regex(spec: RegexSpec, _: CompileChild) -> Node:
+    rx = BoundedRegex(spec.pattern, spec.ignore_case)
+
+    def node(inp: EvalInput, ev: list[Evidence]) -> bool:
+        hit = False
+        for source, text in inp.texts(spec.in_, spec.last):
+            span = rx.search(text)
+            if span:
+                hit = True
+                ev.append(Evidence(predicate="regex", source=source,
+                                   detail=f"/{spec.pattern}/ matched",
+                                   quote=text[span[0] : span[1]], span=span))
+        return hit
+
+    return guard(node, f"regex {spec.pattern!r}")
+
+
+def check_regex(spec: RegexSpec, where: CheckContext) -> list[PolicyIssue]:
+    try:
+        BoundedRegex(spec.pattern, spec.ignore_case)
+    except ValueError as e:
+        return [where.issue(("regex", "pattern"), str(e), value=spec.pattern,
+                            expected="a valid regular expression")]
+    return []
+
+
+KINDS = (
+    ConditionKind(name="regex", model=RegexCond, compile=compile_regex, quotes_text=True,
+                  check=check_regex),
+)
