@@ -10,12 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
+from steerguard.directions.probe import ActivationProbe, ProbeLayer
 from steerguard.errors import PlanError
 from steerguard.runtime.batching import ContinuousBatcher
 from steerguard.runtime.engine import GenerationParams
 from steerguard.runtime.hooks import hook_count
 from steerguard.runtime.plan import SteeringPlan
-from steerguard.runtime.program import Probe
 from tests.models import tiny_model
 from tests.runtime.helpers import engine_with_vectors
 
@@ -164,8 +164,10 @@ def test_a_bad_plan_fails_only_its_own_row(engine, batcher) -> None:
 
 def test_probe_resolved_plans_and_second_prefill_match_alone(engine, batcher, loaded) -> None:
     hidden = loaded.fingerprint.hidden_size
-    probe = Probe("p", layer=2, direction=torch.nn.functional.normalize(
-        torch.randn(hidden, generator=torch.Generator().manual_seed(3)), dim=0))
+    direction = torch.nn.functional.normalize(
+        torch.randn(hidden, generator=torch.Generator().manual_seed(3)), dim=0)
+    probe = ActivationProbe(name="p", threshold=0.0, scale=1.0, parts=(
+        ProbeLayer(layer=2, direction=tuple(direction.tolist()), center=0.0, spread=1.0),))
 
     def resolver(scores):  # steers prompt positions below the probe layer: second prefill
         return plan("a", 1.0 if scores["p"] > 0 else -1.0, layers=(0, 1))
