@@ -85,6 +85,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     )
     config = model.config.to_dict()
     config.pop("quantization_config", None)  # the dequantized copy is plain fp32
+    config["architectures"] = [type(model).__name__]  # as save_pretrained records it
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".convert-"))
     try:
