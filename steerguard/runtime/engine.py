@@ -25,11 +25,10 @@ from steerguard.runtime.hooks import active_program, hooks_installed
 from steerguard.runtime.loading import LoadedModel
 from steerguard.runtime.plan import SteeringPlan
 from steerguard.runtime.program import PlanResolver, Probe, SecondPrefill, SteeringProgram
+from steerguard.runtime.prompts import Prompt, encode_prompt
 from steerguard.runtime.result import FinishReason, GenerationResult
 from steerguard.vectors.steering_vector import SteeringVector
 
-Message = Mapping[str, str]
-Prompt = Sequence[Message] | Sequence[int] | str
 LogitsProcessor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -115,19 +114,7 @@ class SteeringEngine:
 
     def encode(self, prompt: Prompt) -> list[int]:
         """Chat messages (rendered with the model's template), a plain string, or token ids."""
-        if isinstance(prompt, str):
-            return list(self.tokenizer(prompt)["input_ids"])
-        if prompt and isinstance(prompt[0], int):
-            return [int(t) for t in prompt]  # type: ignore[arg-type]
-        messages = [dict(m) for m in prompt]  # type: ignore[union-attr]
-        if self.tokenizer.chat_template:
-            return list(
-                self.tokenizer.apply_chat_template(
-                    messages, add_generation_prompt=True, tokenize=True, return_dict=False
-                )
-            )
-        text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
-        return list(self.tokenizer(text)["input_ids"])
+        return encode_prompt(self.tokenizer, prompt)
 
     def activations(
         self, prompts: Sequence[Prompt], layers: Sequence[int], pooling: Pooling = "last"

@@ -72,6 +72,11 @@ class WirePlan(BaseModel):
         description="Key under which the workers keep measurements and reads for the "
         "sender to take (VllmBackend does); None keeps nothing.",
     )
+    full_prefill: bool = Field(
+        default=False,
+        description="Compute every prompt position, reusing no cached prefix (blocks steered "
+        "the same way), so that measurements cover the whole prompt as on the hf backend.",
+    )
 
     @model_validator(mode="after")
     def _reads_need_a_key(self) -> WirePlan:
@@ -95,7 +100,7 @@ class WirePlan(BaseModel):
     def skips_prefix_cache(self) -> bool:
         """A request that reads prompt positions must compute them all: a prefix cache hit
         would skip the positions it reads."""
-        return bool(self.reads)
+        return bool(self.reads) or self.full_prefill
 
     @classmethod
     def from_extra_args(cls, extra_args: Mapping[str, object] | None) -> WirePlan | None:
@@ -115,6 +120,7 @@ def wire_plan(
     *,
     reads: Sequence[Read] = (),
     report: str | None = None,
+    full_prefill: bool = False,
 ) -> WirePlan:
     """Resolve `plan` against the sender's vectors and layer norms (as SteeringProgram does)."""
     return WirePlan(
@@ -123,6 +129,7 @@ def wire_plan(
         ),
         reads=tuple(reads),
         report=report,
+        full_prefill=full_prefill,
     )
 
 

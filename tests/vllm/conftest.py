@@ -1,0 +1,43 @@
+"""One vLLM engine for the whole session (starting one takes a minute on CPU), beside the HF
+engine it is compared with. Tests that need vLLM skip where it is not installed (it lives in a
+venv of its own: scripts/setup_vllm.sh)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+HAS_VLLM = importlib.util.find_spec("vllm") is not None
+needs_vllm = pytest.mark.skipif(
+    not HAS_VLLM, reason="vllm is not installed here; run tests/vllm in the venv that "
+    "scripts/setup_vllm.sh makes"
+)
+
+PROMPTS = [
+    "Describe your weekend in two sentences.",
+    "What is a good name for a cat?",
+    "How do I bake bread at home?",
+    "Explain what a rainbow is to a child.",
+    "Write a short note thanking a colleague.",
+    "What should I pack for a beach trip?",
+    "Give me one tip for learning to cook.",
+    "Why do leaves change colour in autumn?",
+    "Suggest a name for a small coffee shop.",
+    "How can I sleep better at night?",
+]
+
+
+def messages(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+@pytest.fixture(scope="session")
+def vllm_backend(real_engine):
+    if not HAS_VLLM:
+        pytest.skip("vllm is not installed")
+    from steerguard.vllm.backend import VllmBackend
+
+    backend = VllmBackend(vectors=real_engine.vectors.values())
+    yield backend
+    backend.close()
