@@ -27,7 +27,6 @@ import uuid
 from collections.abc import Coroutine, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -139,8 +138,8 @@ class VllmBackend:
         self._vectors_lock = threading.Lock()
         for vector in vectors:
             self.add_vector(vector)
-        if layer_norms is not None:
-            self.__dict__["layer_norms"] = layer_norms
+        self._norms = layer_norms
+        self._norms_lock = asyncio.Lock()
         options = {**default_engine_options(), **dict(engine_options or {})}
         extra = dict(options.pop("additional_config", None) or {})
         mine = dict(extra.get(CONFIG_KEY) or {})
@@ -156,7 +155,7 @@ class VllmBackend:
         )
         self._thread.start()
         try:
-            self.engine = self._call(self._start(self.source, options))
+            self.engine = self.run(self._start(self.source, options))
         except BaseException:
             self._stop_loop()
             raise
@@ -173,7 +172,7 @@ class VllmBackend:
     def close(self) -> None:
         engine = self.__dict__.pop("engine", None)
         if engine is not None and self._loop.is_running():
-            self._call(self._shutdown(engine))
+            self.run(self._shutdown(engine))
         self._stop_loop()
 
     @staticmethod
@@ -199,7 +198,9 @@ class VllmBackend:
     def _submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
-    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run `coro` on the engine's event loop and wait for it (for callers that drive
+        `self.engine` directly)."""
         return self._submit(coro).result()
 
     # vectors and norms ------------------------------------------------------------------------
@@ -218,11 +219,21 @@ class VllmBackend:
     def vectors(self) -> Mapping[str, SteeringVector]:
         return self._vectors
 
-    @cached_property
+    @property
     def layer_norms(self) -> torch.Tensor:
         """Each layer's mean hidden-state norm over the calibration texts, as
-        steerguard.runtime.calibration computes it (first tokens left out), read from vLLM."""
-        return self._call(self._layer_norms())
+        steerguard.runtime.calibration computes it (first tokens left out), read from vLLM
+        once."""
+        if self._norms is not None:
+            return self._norms
+        return self.run(self._layer_norms_once())
+
+    async def _layer_norms_once(self) -> torch.Tensor:
+        """For code on the engine's loop, which must not wait on the loop (`run`)."""
+        async with self._norms_lock:
+            if self._norms is None:
+                self._norms = await self._layer_norms()
+        return self._norms
 
     async def _layer_norms(self) -> torch.Tensor:
         layers = tuple(range(self.fingerprint.num_layers))
@@ -230,9 +241,9 @@ class VllmBackend:
         wires = [
             WirePlan(reads=(Read(layers=layers, kind="norm"),), report=_key()) for _ in prompts
         ]
-        await asyncio.gather(*(self._prefill_only(ids, w) for ids, w in zip(prompts, wires,
-                                                                          strict=True)))
-        reports = await self._take([(w, len(ids)) for ids, w in zip(prompts, wires, strict=True)])
+        pairs = list(zip(prompts, wires, strict=True))
+        await asyncio.gather(*(self._prefill_only(ids, w) for ids, w in pairs))
+        reports = await self.take_reports([(w, len(ids)) for ids, w in pairs])
         per_row = []
         for report in reports:
             by_layer = {r.layer: torch.tensor(r.values[1:]).mean() for r in report.reads}
@@ -250,13 +261,14 @@ class VllmBackend:
         """{layer: [prompt tokens, hidden]}: each layer's output at every prompt position,
         before that layer's own steering (where probes read), `plan` steering the others."""
         ids = self.encode(prompt)
-        wire = self._wire(plan, reads=(Read(layers=tuple(layers)),))
-        self._call(self._prefill_only(ids, wire))
-        (report,) = self._call(self._take([(wire, len(ids))]))
+        wire = self.wire(plan, reads=(Read(layers=tuple(layers)),))
+        self.run(self._prefill_only(ids, wire))
+        (report,) = self.run(self.take_reports([(wire, len(ids))]))
         return {r.layer: torch.tensor(r.values) for r in report.reads}
 
-    def _wire(self, plan: SteeringPlan | None, reads: Sequence[Read] = ()) -> WirePlan | None:
-        """The request's payload; None for an unsteered row that reads nothing."""
+    def wire(self, plan: SteeringPlan | None, reads: Sequence[Read] = ()) -> WirePlan | None:
+        """The payload a request carries in `SamplingParams.extra_args` (`.extra_args()`) for
+        `plan`; None for an unsteered row that reads nothing. Its report key is fresh."""
         steered = plan is not None and bool(plan.interventions)
         if not (steered or reads):
             return None
@@ -292,7 +304,7 @@ class VllmBackend:
         cancel: threading.Event | None = None,
     ) -> list[GenerationResult]:
         """Each row with its own plan (None: unsteered); rows run as concurrent vLLM requests."""
-        return self._call(
+        return self.run(
             self.agenerate_batch(
                 prompts, plans, params, probes=probes, probe_offsets=probe_offsets,
                 logits_processor=logits_processor, cancel=cancel,
@@ -422,11 +434,13 @@ class VllmBackend:
             # A resolver: read the probes in a prefill of its own, then let it choose.
             first = WirePlan(reads=reads, report=_key())
             await self._prefill_only(ids, first)
-            (report,) = await self._take([(first, len(ids))])
+            (report,) = await self.take_reports([(first, len(ids))])
             scores = _probe_scores(probes, report)
             plan, reads = plan(scores), ()
         steered = plan is not None and bool(plan.interventions)
-        outcome = _Outcome(ids, plan if steered else None, self._wire(plan, reads),
+        if steered:
+            await self._layer_norms_once()  # before `wire`, which reads them
+        outcome = _Outcome(ids, plan if steered else None, self.wire(plan, reads),
                            probes if reads else (), scores=scores)
         await self._generate(outcome, params, cancel, on_chunk)
         return outcome
@@ -476,8 +490,9 @@ class VllmBackend:
         outcome = _Outcome(ids, None, wire)
         await self._generate(outcome, GenerationParams(max_new_tokens=1), None, None)
 
-    async def _take(self, wanted: Sequence[tuple[WirePlan, int]]) -> list[WorkerReport]:
-        """The workers' reports for (plan, cutoff) pairs; positions < cutoff count."""
+    async def take_reports(self, wanted: Sequence[tuple[WirePlan, int]]) -> list[WorkerReport]:
+        """The workers' reports of finished requests, for (payload, cutoff) pairs: positions
+        below cutoff count (prompt length + tokens generated - 1). Each report is taken once."""
         keys = [(w.report, cutoff) for w, cutoff in wanted]
         replies = await self.engine.collective_rpc("steerguard_take", args=(keys,))
         reports = []
@@ -494,7 +509,7 @@ class VllmBackend:
         self, outcomes: Sequence[_Outcome], elapsed: float
     ) -> list[GenerationResult]:
         measured = [(o, o.wire) for o in outcomes if o.wire is not None]
-        reports = await self._take([(w, o.cutoff) for o, w in measured]) if measured else []
+        reports = await self.take_reports([(w, o.cutoff) for o, w in measured]) if measured else []
         by_row = {id(o): r for (o, _), r in zip(measured, reports, strict=True)}
         results = []
         for o in outcomes:
@@ -535,7 +550,7 @@ class VllmBackend:
 
     def worker_status(self) -> list[dict[str, int]]:
         """Per worker: plans alive, requests known, ledgers kept (all 0 when idle)."""
-        return self._call(self.engine.collective_rpc("steerguard_status"))
+        return self.run(self.engine.collective_rpc("steerguard_status"))
 
 
 class _Either:

@@ -24,7 +24,7 @@ def _raw(backend, ids, extra_args, max_tokens=4):
             {"prompt_token_ids": ids}, params, request_id="raw")]
         return outputs[-1]
 
-    return backend._call(go())
+    return backend.run(go())
 
 
 @pytest.mark.parametrize(("payload", "says"), [
@@ -46,7 +46,7 @@ def test_a_bad_plan_is_refused_before_it_runs(vllm_backend, payload, says):
 def test_a_plan_sent_as_extra_args_steers_like_the_backend(vllm_backend):
     plan = SteeringPlan.single("sentiment", 0.08, range(30))
     ids = vllm_backend.encode(messages(PROMPTS[4]))
-    wire = vllm_backend._wire(plan)
+    wire = vllm_backend.wire(plan)
     payload = wire.model_copy(update={"report": None, "full_prefill": False}).extra_args()
     raw = _raw(vllm_backend, ids, payload, max_tokens=12)
     via_backend = vllm_backend.generate(ids, plan, GenerationParams(max_new_tokens=12))

@@ -7,6 +7,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import torch
 
 from steerguard.runtime.engine import GenerationParams
 from steerguard.runtime.plan import SteeringPlan
@@ -79,3 +80,16 @@ def test_stream_equals_generate(vllm_backend):
     assert chunks[-1].result.token_ids == whole.token_ids
     streamed = [c.token_id for c in chunks[:-1]]
     assert streamed[: len(whole.token_ids)] == list(whole.token_ids)  # an end token may follow
+
+
+def test_the_first_steered_row_computes_the_norms_on_the_engine_loop(vllm_backend):
+    """On a fresh backend the first steered row, already on the engine's loop, computes the
+    layer norms there: it must not wait for the loop it runs on."""
+    norms = vllm_backend.layer_norms
+    vllm_backend._norms = None
+    plan = SteeringPlan.single("empathy", 0.05, range(10, 20))
+    future = vllm_backend._submit(vllm_backend.agenerate_batch(
+        [messages(PROMPTS[5])], [plan], GenerationParams(max_new_tokens=4)))
+    (result,) = future.result(timeout=600)
+    assert len(result.reports) == 1
+    assert torch.allclose(vllm_backend.layer_norms, norms)
