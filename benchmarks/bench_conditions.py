@@ -27,13 +27,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import median_ratio, write
-from steerguard.cli.common import load_engine
-from steerguard.pipeline import Request, SteeringPipeline, default_bundle_path
-from steerguard.policy import ChatMessage, PolicyEngine, RequestContext, UserProfile, load_bundle
+from steerguard.cli.common import load_engine, open_root
+from steerguard.pipeline import Request, SteeringPipeline
+from steerguard.policy import ChatMessage, RequestContext, UserProfile
 from steerguard.policy.activation import load_condition_data
+from steerguard.resources import concepts_dir, conditions_dir, default_bundle_path
 from steerguard.runtime.engine import GenerationParams
 
-CONCEPTS = Path(__file__).resolve().parents[1] / "policies" / "concepts"
+CONCEPTS = concepts_dir()
 PROMPTS = {
     "chat turn": [
         {"role": "system", "content": "You are a support agent for an online shop."},
@@ -44,7 +45,7 @@ PROMPTS = {
 
 def agent_prompt() -> list[dict[str, str]]:
     # The calibration context with a tool list: a realistic agent system prompt.
-    data = load_condition_data(Path(__file__).resolve().parents[1] / "policies/conditions/distress")
+    data = load_condition_data(conditions_dir() / "distress")
     system = next(c for c in data.contexts if c and "<tools>" in c)
     return [
         {"role": "system", "content": system},
@@ -108,8 +109,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     args = parser.parse_args()
 
-    engine, _ = load_engine("smollm2-135m", CONCEPTS)
-    pipeline = SteeringPipeline(engine, PolicyEngine(load_bundle(default_bundle_path())))
+    sg = open_root("smollm2-135m", concepts=CONCEPTS, bundle=default_bundle_path(), audit=False)
+    load_engine(sg)
+    pipeline = sg.pipeline()
     params = GenerationParams(max_new_tokens=1)
     prompts = {**PROMPTS, "agent turn": agent_prompt()}
     results: dict[str, object] = {}
@@ -123,7 +125,7 @@ def main() -> None:
     payload = {
         "command": "python benchmarks/bench_conditions.py " + " ".join(sys.argv[1:]),
         "repeats": args.repeats,
-        "conditions": sorted(pipeline.activation_probes(pipeline.policy)),
+        "conditions": sorted(sg.probes.for_policy(sg.policy, sg.engine())),
         "results": results,
         "target_added_share": 0.05,
     }

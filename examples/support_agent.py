@@ -24,10 +24,11 @@ from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 
 from steerguard.audit.config import AuditConfig
-from steerguard.audit.log import AuditLog
 from steerguard.audit.store import AuditStore
+from steerguard.config import SteerguardConfig
 from steerguard.langchain import SteeredChatModel
 from steerguard.policy.inputs import RequestContext, UserProfile
+from steerguard.root import Steerguard
 from steerguard.telemetry.setup import configure_telemetry
 
 ORDERS = {"A-1234": "shipped on Monday, arriving Thursday", "B-77": "delayed at the depot"}
@@ -106,8 +107,10 @@ def main() -> None:
     # The SDK for this process: OTLP when OTEL_* says so (docker-compose.yml sets it); console
     # spans only on request (OTEL_TRACES_EXPORTER=console), since this prints for a person.
     configure_telemetry(console=False)
-    audit = AuditLog(AuditConfig.load(key_prefix="sgdemo"))
-    model = SteeredChatModel(audit=audit, max_tokens=20, max_string_chars=16)
+    sg = Steerguard(SteerguardConfig.load(audit=AuditConfig.load(key_prefix="sgdemo")))
+    audit = sg.audit
+    assert audit is not None
+    model = SteeredChatModel(root=sg, max_tokens=20, max_string_chars=16)
     agent = build_agent(model)
     sessions = []
     for profile, context, question in USERS:
@@ -140,7 +143,7 @@ def main() -> None:
                       f"{r.layers[0]}-{r.layers[-1]} ({r.positions}) by {r.rule_id}: "
                       f"mean |delta| {r.mean_delta_norm:.2f} over {r.positions_affected} "
                       f"positions")
-    audit.close()
+    sg.close()
     print(f"\n{time.perf_counter() - started:.0f} s")
 
 

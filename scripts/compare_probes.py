@@ -10,7 +10,6 @@ calibration context, and prints held-out F1 under each context separately.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 
@@ -22,10 +21,11 @@ from steerguard.policy.activation import (
     load_condition_data,
     metrics_at,
 )
+from steerguard.resources import conditions_dir
 from steerguard.runtime import load_model
 from steerguard.runtime.engine import SteeringEngine
 
-CONDITIONS = Path(__file__).resolve().parents[1] / "policies" / "conditions"
+CONDITIONS = conditions_dir()
 SPLITS = ("train_pos", "train_neg", "eval_pos", "eval_neg")
 
 

@@ -1,36 +1,33 @@
 """One request, one way through: request -> decision -> plan -> generate -> audit records.
 
-The chat model, the demo and the CLI all run requests through `SteeringPipeline`. Each stage
-is its own method (`decide`, `plan`, `generate` / `stream`, `record`) so tracing can wrap each
-one; `run` and `run_stream` only chain them. Nothing about a request is kept on the pipeline:
-everything per request lives in `Request` and `Turn`, so one pipeline serves many threads.
+Each stage is its own method (`decide`, `plan`, `generate` / `stream`, `record`) so tracing
+can wrap each one; `run` and `run_stream` only chain them. Nothing about a request is kept on
+the pipeline: everything per request lives in `Request`, `Planned` and `Turn`, so one pipeline
+serves many threads. The composition root (steerguard.root) builds pipelines; shells (the chat
+model, the CLI, the server) call them.
 """
 
 from __future__ import annotations
 
-import math
-import os
 import threading
 import time
 import uuid
-import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 from steerguard.audit.log import AuditLog
-from steerguard.errors import PlanError, SteerguardError
+from steerguard.errors import SteerguardError
 from steerguard.policy.activation import ActivationProbe
 from steerguard.policy.decision import Decision
 from steerguard.policy.engine import PolicyEngine
 from steerguard.policy.inputs import ChatMessage, RequestContext, UserProfile
+from steerguard.probes import ProbeProvider, probe_score, runtime_probes
 from steerguard.runtime.engine import GenerationParams, LogitsProcessor, Prompt, SteeringEngine
 from steerguard.runtime.plan import SteeringPlan
 from steerguard.runtime.program import PlanResolver, Probe
 from steerguard.runtime.result import GenerationResult
 from steerguard.telemetry import ModelCall, Telemetry, current_ids, get_telemetry
-from steerguard.telemetry.metrics import audit_log_stats
 
 Outcome = Literal["completed", "cancelled", "error"]
 PolicySource = PolicyEngine | Callable[[], PolicyEngine]
@@ -63,30 +60,52 @@ class Request:
         return None
 
 
+@dataclass
 class Planned:
-    """The plan for one request. With activation conditions the decision is made mid-prefill
-    (the engine calls `resolver` with the probes' scores), so `decision` is filled then."""
+    """One request's plan, bound to the policy revision in force when it was planned: deciding,
+    steering, auditing and the answer all use that revision, even if a reload lands meanwhile.
 
-    def __init__(
-        self,
-        decision: Decision | None,
-        resolver: PlanResolver | None = None,
-        probes: Sequence[Probe] = (),
-        call: ModelCall | None = None,
-    ) -> None:
-        self.decision = decision
-        self.resolver = resolver
-        self.probes = tuple(probes)
-        self.call = call  # the request's model-call span; stages hang their spans off it
-        self.halt: threading.Event | None = None  # set when the decision fails closed
-        self.activation_scores: dict[str, float] = {}  # calibrated, once the probes have read
+    With activation conditions the engine calls `resolve` mid-prefill with the probes' scores;
+    it decides once and returns the Decision (the engine steers with its plan)."""
+
+    request: Request
+    policy: PolicyEngine
+    decide: Callable[[Mapping[str, float] | None], Decision]
+    probes: dict[str, ActivationProbe] = field(default_factory=dict)
+    decision: Decision | None = None  # known at once, or after `resolve`
+    call: ModelCall | None = None  # the request's model-call span; stages hang theirs off it
+    halt: threading.Event | None = None  # set when a mid-prefill decision fails closed
+    activation_scores: dict[str, float] = field(default_factory=dict)  # calibrated
+
+    @property
+    def runtime_probes(self) -> tuple[Probe, ...]:
+        return runtime_probes(self.probes)
 
     @property
     def plan(self) -> SteeringPlan | PlanResolver:
-        if self.resolver is not None:
-            return self.resolver
-        assert self.decision is not None
-        return self.decision.plan
+        """The plan, or, while waiting for the probes, what the engine calls to get it."""
+        if self.decision is not None:
+            return self.decision.plan
+        return lambda raw: self.resolve(raw).plan
+
+    def resolve(self, raw: Mapping[str, float]) -> Decision:
+        """Decide from the probes' raw readings (projections) of this request's prompt."""
+        if self.decision is None:
+            self.activation_scores = {
+                n: probe_score(self.probes[n], float(v)) for n, v in raw.items() if n in self.probes
+            }
+            self.decision = self.decide(self.activation_scores)
+            if self.decision.failed_closed and self.halt is not None:
+                self.halt.set()  # stop after the first token; run() then refuses
+        return self.decision
+
+    def decided(self) -> Decision:
+        """The decision to audit and answer with. A resolver that never ran (cancelled or
+        failed before the probe layer) still owes one: decided without scores, by the same
+        revision."""
+        if self.decision is None:
+            self.decision = self.decide(None)
+        return self.decision
 
 
 @dataclass
@@ -101,10 +120,6 @@ class Turn:
     error: BaseException | None = None
     activation_scores: dict[str, float] = field(default_factory=dict)  # condition -> [0, 1]
 
-    @property
-    def decision_record_id(self) -> str | None:
-        return self.audit_ids[0] if self.audit_ids else None
-
 
 class PolicyFailedClosed(SteerguardError):
     """The policy could not be evaluated (e.g. a regex timeout under `on_error: closed`):
@@ -113,12 +128,6 @@ class PolicyFailedClosed(SteerguardError):
     def __init__(self, decision: Decision) -> None:
         super().__init__(f"policy failed closed, not answering: {decision.error}")
         self.decision = decision
-
-
-def probe_score(probe: ActivationProbe, projection: float) -> float:
-    """The calibrated probability for a raw projection h . direction (what the runtime reads)."""
-    z = (projection - probe.threshold) / probe.scale
-    return 1.0 / (1.0 + math.exp(-z)) if z > -60 else 0.0
 
 
 class SteeringPipeline:
@@ -131,33 +140,15 @@ class SteeringPipeline:
         policy: PolicySource,
         audit: AuditLog | None = None,
         *,
-        probes: Mapping[str, ActivationProbe] | None = None,
+        probes: ProbeProvider | None = None,
         telemetry: Telemetry | None = None,
     ) -> None:
         self.engine = engine
         self._policy = policy
         self.audit = audit
+        self.probes = probes or ProbeProvider()
         # The global OpenTelemetry API unless given: a no-op until the application sets an SDK.
         self.telemetry = telemetry or get_telemetry()
-        self._unobserve_audit: Callable[[], None] | None = None
-        if audit is not None:  # queue depth and written/spilled/dropped, read at collection
-            self._observe_audit()
-            # A forked worker's log takes a chain of its own (AuditLog._forked, registered
-            # first, so it runs first): its metrics follow under that chain's id.
-            ref = weakref.ref(self)
-            os.register_at_fork(after_in_child=lambda: _observe_audit_again(ref))
-        self._given_probes = dict(probes) if probes is not None else {}
-        # Per bundle content hash, so a hot reload that changes a condition gets new probes.
-        self._probes: dict[str, dict[str, ActivationProbe]] = {}
-        self._probes_lock = threading.Lock()
-
-    def _observe_audit(self) -> None:
-        """Observe the audit log's counters under its chain id (replacing an earlier one)."""
-        assert self.audit is not None
-        if self._unobserve_audit is not None:
-            self._unobserve_audit()
-        self._unobserve_audit = self.telemetry.metrics.observe_audit(
-            audit_log_stats(self.audit), source=self.audit.chain_id)
 
     # stages -----------------------------------------------------------------------------
 
@@ -181,30 +172,21 @@ class SteeringPipeline:
         return decision
 
     def plan(self, request: Request, call: ModelCall | None = None) -> Planned:
-        """Decide now, or, when the bundle reads the model's activations, hand the engine a
-        resolver that decides once the probes have scored the prompt. Under the audit
-        overflow policy `refuse`, a request whose record could not be kept fails here, before
-        anything is steered (AuditUnavailableError)."""
+        """Decide now, or, when the bundle reads the model's activations, leave the decision
+        to the engine's probes mid-prefill. Under the audit overflow policy `refuse`, a request
+        whose record could not be kept fails here, before anything is steered
+        (AuditUnavailableError)."""
         if self.audit is not None and self.audit.config.overflow == "refuse":
             self.audit.check_available()
         policy = self.policy  # one revision for the whole request, even across a reload
-        probes = self.activation_probes(policy)
+
+        def decide(scores: Mapping[str, float] | None) -> Decision:
+            return self.decide(request, policy, scores, call=call)
+
+        probes = self.probes.for_policy(policy, self.engine)
+        planned = Planned(request, policy, decide, probes, call=call)
         if not probes:
-            return Planned(self.decide(request, policy, call=call), call=call)
-        planned = Planned(None, probes=[
-            Probe(name, part.layer, part.direction_tensor(), part.center, part.spread)
-            for name, p in probes.items() for part in p.parts
-        ], call=call)
-
-        def resolve(raw: Mapping[str, float]) -> SteeringPlan:
-            scores = {n: probe_score(probes[n], float(v)) for n, v in raw.items() if n in probes}
-            planned.activation_scores = scores
-            planned.decision = self.decide(request, policy, scores, call=planned.call)
-            if planned.decision.failed_closed and planned.halt is not None:
-                planned.halt.set()  # stop after the first token; run() then refuses
-            return planned.decision.plan
-
-        planned.resolver = resolve
+            planned.decided()
         return planned
 
     def generate(
@@ -222,7 +204,7 @@ class SteeringPipeline:
                 request.prompt,
                 planned.plan,
                 params,
-                probes=planned.probes,
+                probes=planned.runtime_probes,
                 probe_offsets=[request.probe_offset],
                 logits_processor=logits_processor,
                 cancel=cancel,
@@ -247,7 +229,7 @@ class SteeringPipeline:
                 request.prompt,
                 planned.plan,
                 params,
-                probes=planned.probes,
+                probes=planned.runtime_probes,
                 probe_offset=request.probe_offset,
                 logits_processor=logits_processor,
                 cancel=cancel,
@@ -373,7 +355,7 @@ class SteeringPipeline:
         started: float,
         force_cancelled: bool = False,
     ) -> Turn:
-        decision = self._decision_of(request, planned)
+        decision = planned.decided()
         cancelled = force_cancelled or (result is not None and result.finish_reason == "cancelled")
         outcome: Outcome = "cancelled" if cancelled or result is None else "completed"
         try:
@@ -393,18 +375,13 @@ class SteeringPipeline:
         self, request: Request, planned: Planned, exc: BaseException, started: float
     ) -> None:
         try:
-            decision = self._decision_of(request, planned)
+            decision = planned.decided()
             self.record(
                 request, decision, None, "error", exc, latency_s=time.perf_counter() - started,
                 call=planned.call,
             )
         finally:
             self._end_call(planned, exc)
-
-    def _decision_of(self, request: Request, planned: Planned) -> Decision:
-        # A resolver that never ran (cancelled or failed before the probe layer) still owes
-        # the audit log a decision: decide without scores.
-        return planned.decision or self.decide(request, call=planned.call)
 
     def _plan_traced(
         self, request: Request, params: GenerationParams, stream: bool = False
@@ -425,81 +402,3 @@ class SteeringPipeline:
     def _end_call(planned: Planned, error: BaseException | None = None) -> None:
         if planned.call is not None:
             planned.call.end(error)
-
-    def activation_probes(self, policy: PolicyEngine) -> dict[str, ActivationProbe]:
-        """Calibrated probes for the bundle's activation conditions ({} when it has none).
-
-        Given probes win, then the bundle's own `probes/<name>.json`; otherwise each
-        condition is calibrated once from its dataset and cached under $STEERGUARD_HOME."""
-        wanted = policy.activation_conditions
-        if not wanted:
-            return {}
-        key = policy.ref.content_hash
-        with self._probes_lock:
-            known = self._probes.get(key)
-            if known is None:
-                if len(self._probes) >= 4:  # old revisions: drop
-                    self._probes.clear()
-                known = self._probes[key] = {}
-            for name, spec in wanted.items():
-                if name not in known:
-                    probe = self._given_probes.get(name) or self._calibrate(
-                        policy, name, spec.read_layers, spec.dataset
-                    )
-                    self._check_probe(policy, name, spec.read_layers, probe)
-                    known[name] = probe
-            return {n: known[n] for n in wanted}
-
-    def _check_probe(
-        self, policy: PolicyEngine, name: str, layers: tuple[int, ...], probe: ActivationProbe
-    ) -> None:
-        """A probe fit elsewhere (other layers, another model) would read the wrong state."""
-        fp = self.engine.fingerprint
-        where = f"bundle {policy.ref.name}@{policy.ref.revision}, condition {name!r}"
-        if sorted(probe.layers) != sorted(layers):
-            raise PlanError(
-                f"{where}: the bundle reads layers {list(layers)} but its probe was calibrated "
-                f"at layers {list(probe.layers)}; recalibrate (steerguard eval --conditions-only)"
-            )
-        width = len(probe.parts[0].direction)
-        if width != fp.hidden_size or (probe.model and probe.model != fp.model_id):
-            raise PlanError(
-                f"{where}: the probe was calibrated for model {probe.model!r} with hidden size "
-                f"{width}, the engine runs {fp.model_id!r} with hidden size "
-                f"{fp.hidden_size}; recalibrate (steerguard eval --conditions-only)"
-            )
-
-    def _calibrate(
-        self, policy: PolicyEngine, name: str, layers: tuple[int, ...], dataset: str | None
-    ) -> ActivationProbe:
-        from steerguard.policy.activation import fit_condition_probe, load_condition_data
-        from steerguard.runtime.loading import steerguard_home
-
-        shipped = policy.bundle.root / "probes" / f"{name}.json"
-        if shipped.is_file():  # calibrated and committed with the bundle
-            return ActivationProbe.load(shipped)
-        fp = self.engine.fingerprint
-        cache = (
-            steerguard_home() / "probes" / f"{fp.model_id}-{policy.ref.content_hash[:12]}"
-            / f"{name}-L{'-'.join(map(str, layers))}.json"
-        )
-        if cache.is_file():
-            return ActivationProbe.load(cache)
-        folder = policy.bundle.root / (dataset or f"conditions/{name}")
-        data = load_condition_data(folder)
-
-        probe = fit_condition_probe(self.engine, name, data, layers, model=fp.model_id)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        probe.save(cache)
-        return probe
-
-
-def default_bundle_path() -> Path:
-    """The shipped support bundle (policies/support in the repository)."""
-    return Path(__file__).resolve().parent.parent / "policies" / "support"
-
-
-def _observe_audit_again(ref: weakref.ReferenceType[SteeringPipeline]) -> None:
-    pipeline = ref()
-    if pipeline is not None:
-        pipeline._observe_audit()

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-
-REPO = Path(__file__).resolve().parents[1]
-CONCEPTS = REPO / "policies" / "concepts"
 
 
 @pytest.fixture(scope="session")
@@ -22,10 +18,11 @@ def real_loaded():
 
 @pytest.fixture(scope="session")
 def real_engine(real_loaded):
-    """The bundled SmolLM2 with the shipped concept vectors (built once, then cached)."""
+    """The bundled SmolLM2 with the shipped concept vectors."""
+    from steerguard.resources import concepts_dir
     from steerguard.runtime.engine import SteeringEngine
     from steerguard.vectors.library import VectorLibrary
 
     engine = SteeringEngine(real_loaded)
-    VectorLibrary(real_loaded.fingerprint).load_into(engine, CONCEPTS)
+    VectorLibrary(real_loaded.fingerprint).load_into(engine, concepts_dir())
     return engine

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -10,14 +9,10 @@ from typing import Any
 import pytest
 import redis
 
-from steerguard.pipeline import (
-    Request,
-    SteeringPipeline,
-    Turn,
-    default_bundle_path,
-    probe_score,
-)
+from steerguard.pipeline import Request, SteeringPipeline, Turn
 from steerguard.policy.inputs import ChatMessage, UserProfile
+from steerguard.probes import ProbeProvider, probe_score
+from steerguard.resources import default_bundle_path
 from steerguard.runtime.engine import GenerationParams
 
 pytestmark = pytest.mark.real_model
@@ -54,17 +49,13 @@ def pipeline(real_engine: Any, audit: Any) -> SteeringPipeline:
 
 
 def _records(pipeline: SteeringPipeline, **query: Any) -> list[Any]:
+    """The pipeline records a request before it returns (or before closing its stream
+    returns), and flush() returns once everything recorded is in Redis."""
     from steerguard.audit.store import AuditStore
 
     assert pipeline.audit is not None
-    store = AuditStore(pipeline.audit.client, pipeline.audit.config)
-    for _ in range(50):
-        pipeline.audit.flush(2.0)
-        records = store.query(**query).records
-        if records:
-            return records
-        time.sleep(0.1)
-    return []
+    assert pipeline.audit.flush(30), pipeline.audit.counters
+    return AuditStore(pipeline.audit.client, pipeline.audit.config).query(**query).records
 
 
 def _request(pipeline: SteeringPipeline, text: str, **profile: Any) -> Request:
@@ -119,13 +110,13 @@ def test_a_failed_generation_is_recorded_then_raised(pipeline: SteeringPipeline)
 def test_activation_conditions_decide_mid_prefill(pipeline: SteeringPipeline) -> None:
     request = _request(pipeline, "Hi")
     planned = pipeline.plan(request)
-    assert planned.resolver is not None and planned.decision is None  # bundle reads probes
-    assert {p.name for p in planned.probes} == {"harmful_request", "distress"}
+    assert callable(planned.plan) and planned.decision is None  # the bundle reads probes
+    assert set(planned.probes) == {"harmful_request", "distress"}
     result = pipeline.generate(request, planned, GenerationParams(max_new_tokens=1))
     assert planned.decision is not None
     assert set(result.probe_scores) == {"harmful_request", "distress"}
     # the same scores give the same decision, outside the prefill too
-    probes = pipeline.activation_probes(pipeline.policy)
+    probes = pipeline.probes.for_policy(pipeline.policy, pipeline.engine)
     scores = {n: probe_score(probes[n], v) for n, v in result.probe_scores.items()}
     assert pipeline.decide(request, activation_scores=scores) == planned.decision
 
@@ -137,7 +128,7 @@ def test_a_decision_that_failed_closed_is_not_answered(
     from steerguard.policy.decision import BundleRef, Decision
 
     closed = Decision(decision_id="c" * 32, bundle=BundleRef(name="t", revision="1",
-                      content_hash="h"), failed_closed=True, error="regex took over 5 ms")
+                      content_hash="h"), failed_closed=True, errors=("regex took over 5 ms",))
 
     class Closed:
         activation_conditions: dict[str, Any] = {}  # noqa: RUF012
@@ -220,16 +211,60 @@ def test_a_probe_calibrated_for_another_layer_or_model_is_refused_clearly(
 ) -> None:
     from steerguard.errors import PlanError
 
-    shipped = pipeline.activation_probes(pipeline.policy)["harmful_request"]
+    shipped = pipeline.probes.for_policy(pipeline.policy, pipeline.engine)["harmful_request"]
     first = shipped.parts[0]
     moved = shipped.model_copy(update={"parts": (first.model_copy(update={"layer": 1}),)})
-    other = SteeringPipeline(pipeline.engine, lambda: pipeline.policy,
-                             probes={"harmful_request": moved})
     with pytest.raises(PlanError, match=r"calibrated at layers \[1\]"):
-        other.activation_probes(other.policy)
+        ProbeProvider({"harmful_request": moved}).for_policy(pipeline.policy, pipeline.engine)
     narrow = tuple(p.model_copy(update={"direction": p.direction[:64]}) for p in shipped.parts)
     small = shipped.model_copy(update={"parts": narrow, "model": "tiny"})
-    other = SteeringPipeline(pipeline.engine, lambda: pipeline.policy,
-                             probes={"harmful_request": small})
     with pytest.raises(PlanError, match="hidden size 64"):
-        other.activation_probes(other.policy)
+        ProbeProvider({"harmful_request": small}).for_policy(pipeline.policy, pipeline.engine)
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["completes", "fails-in-prefill"])
+def test_a_reload_mid_request_never_mixes_revisions(
+    pipeline: SteeringPipeline, tmp_path: Any, fails: bool
+) -> None:
+    """A new bundle revision that lands during prefill steers, audits and answers the *next*
+    request; this one keeps the revision it was planned with, also when it fails before the
+    probes have read (its decision is then made without scores, by the same revision)."""
+    import shutil
+
+    from steerguard.policy.store import PolicyStore
+    from steerguard.resources import policies_dir
+
+    shutil.copytree(policies_dir(), tmp_path / "policies")
+    bundle = tmp_path / "policies" / "support" / "bundle.yaml"
+    store = PolicyStore(bundle.parent)
+    first = store.engine.ref
+    pipe = SteeringPipeline(pipeline.engine, lambda: store.engine, pipeline.audit)
+    engine = pipeline.engine
+    original = engine.model.forward
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        if store.engine.ref == first:  # the prefill: a new revision lands now
+            bundle.write_text(bundle.read_text().replace(first.revision, "next-revision"))
+            assert store.reload().changed
+            if fails:
+                raise RuntimeError("device lost")
+        return original(*args, **kwargs)
+
+    request = _request(pipeline, "I'm so stressed, I was charged three times!")
+    engine.model.forward = forward
+    try:
+        if fails:
+            with pytest.raises(RuntimeError, match="device lost"):
+                pipe.run(request, GenerationParams(max_new_tokens=2))
+        else:
+            turn = pipe.run(request, GenerationParams(max_new_tokens=2))
+            assert turn.decision.bundle == first
+            assert turn.decision.plan.revision is not None
+            assert turn.decision.plan.revision.startswith(f"support@{first.revision}:")
+    finally:
+        del engine.model.forward
+    (record,) = _records(pipeline, session=request.session_id, kind="decision")
+    assert record.bundle.revision == first.revision
+    assert record.outcome.status == ("error" if fails else "completed")
+    later = pipe.run(_request(pipeline, "Hello"), GenerationParams(max_new_tokens=1))
+    assert later.decision.bundle.revision == "next-revision"

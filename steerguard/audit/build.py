@@ -15,13 +15,12 @@ from steerguard.audit.keys import index_suffix
 from steerguard.audit.masking import Masker
 from steerguard.audit.records import SCHEMA_VERSION, Outcome
 from steerguard.policy.decision import Decision, Evidence
+from steerguard.policy.explain import render
 from steerguard.runtime.plan import Intervention, strength_key
 from steerguard.runtime.report import InterventionReport
 from steerguard.runtime.result import GenerationResult
 from steerguard.vectors.fingerprint import ModelFingerprint
 
-# Predicates whose evidence quotes conversation text (steerguard/policy/conditions.py).
-TEXT_PREDICATES = frozenset({"keywords", "regex"})
 # Nearly every record has this outcome: an index of it would list the whole stream, so it is
 # not indexed and a query for it reads the stream (see store.py).
 UNINDEXED_OUTCOME = "completed"
@@ -122,26 +121,25 @@ class RecordBuilder:
                                               agg_fields("decision", status, ids, None, hour))
         return hit
 
-    def _evidence_detail(self, e: Evidence) -> str:
-        """Keyword and regex evidence quotes the user's text: stored (masked) only with
-        store_text; otherwise the quote is replaced by a keyed hash of it."""
-        if self._store_text or e.predicate not in TEXT_PREDICATES:
-            return self._mask(e.detail)
-        head, sep, _ = e.detail.rpartition(" matched ")
+    def _quote(self, text: str) -> str:
+        """A quote of the conversation as stored: with store_text the text (masked with the
+        rest of its field), else a keyed hash of it."""
+        if self._store_text:
+            return repr(text)
         # the same keywords and phrases match request after request
-        tag = self._remembered(self._evidence_refs, "evidence", e.detail, 4096)[:16]
-        return (head + sep if sep else "") + f"[text withheld, hmac {tag}]"
+        tag = self._remembered(self._evidence_refs, "evidence", text, 4096)[:16]
+        return f"[text withheld, hmac {tag}]"
+
+    def _evidence(self, e: Evidence) -> dict[str, Any]:
+        return {"predicate": e.predicate, "source": e.source,
+                "detail": self._mask(e.describe(self._quote)),
+                "span": list(e.span) if e.span else None}
 
     def _decision(self, item: RequestItem, common: dict[str, Any],
                   interventions: list[Draft]) -> dict[str, Any]:
         d = item.decision
-        details = {id(e): self._evidence_detail(e) for m in d.matched for e in m.evidence}
-        explanation = d.explanation
-        if not self._store_text:  # the explanation repeats each piece of evidence
-            for m in d.matched:
-                for e in m.evidence:
-                    if e.predicate in TEXT_PREDICATES:
-                        explanation = explanation.replace(e.detail, details[id(e)])
+        quoted = any(e.quote is not None for m in d.matched for e in m.evidence)
+        explanation = render(d, self._quote) if quoted else d.explanation
         decision = dict(common)
         decision.update(
             kind="decision",
@@ -150,12 +148,7 @@ class RecordBuilder:
                 {
                     "rule_id": m.rule_id,
                     "priority": m.priority,
-                    "evidence": [
-                        {"predicate": e.predicate, "source": e.source,
-                         "detail": details[id(e)],
-                         "span": list(e.span) if e.span else None}
-                        for e in m.evidence
-                    ],
+                    "evidence": [self._evidence(e) for e in m.evidence],
                 }
                 for m in d.matched
             ],

@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from steerguard.audit.errors import AuditConfigError
+from steerguard.home import steerguard_home
 
 # The rewrite window's defaults (recent.py): a killed server loses up to about two seconds;
 # 4096 records hold that at 2k records/s, in about 5 MB.
@@ -35,9 +36,21 @@ ENV_FIELDS = {
 }
 
 
-def default_home() -> Path:
-    env = os.environ.get("STEERGUARD_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "steerguard"
+# Node URLs in one setting are separated by commas. A comma inside a URL (a password's) is
+# not followed by a scheme, so it does not split.
+_NODE_SEPARATOR = re.compile(r"\s*,\s*(?=[A-Za-z][A-Za-z0-9+.-]*://)")
+
+
+def node_urls(value: str) -> list[str]:
+    """The node URLs of a `redis_url` or `reader_url` setting: one, or several (comma-separated,
+    each a whole URL) naming startup nodes of a Redis Cluster."""
+    return _NODE_SEPARATOR.split(value.strip(" \t\n,"))
+
+
+def setting_name(field: str) -> str:
+    """A field as the user sets it: `redis_url (STEERGUARD_REDIS_URL)`."""
+    env = next((e for e, f in ENV_FIELDS.items() if f == field), None)
+    return f"{field} ({env})" if env else field
 
 
 class MaskRule(BaseModel):
@@ -79,23 +92,28 @@ DEFAULT_MASKS = (
 
 
 class AuditConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # The input holds secrets (passwords in URLs, the HMAC key): errors name the field and
+    # what was expected, never the value given.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     redis_url: str | None = Field(
-        default=None, description="redis:// or rediss:// URL (credentials, TLS); None = embedded."
+        default=None,
+        description="redis:// or rediss:// URL (credentials, TLS); None = embedded. With "
+        "`cluster`, several node URLs (comma-separated, or a YAML list) are startup nodes.",
     )
     reader_url: str | None = Field(
         default=None,
         description="URL for queries and verify (e.g. as the ACL user `reader`) when the writer's "
-        "credentials may not read; None = redis_url.",
+        "credentials may not read; None = redis_url. Several, as redis_url, with `cluster`.",
     )
     cluster: bool = Field(
         default=False,
-        description="redis_url (and reader_url) name a node of a Redis Cluster: connect with "
-        "RedisCluster. Needs redis_url; the embedded server is never a cluster.",
+        description="redis_url (and reader_url) name nodes of a Redis Cluster: connect with "
+        "RedisCluster, which reads the slot map from the first node that answers. Needs "
+        "redis_url; the embedded server is never a cluster.",
     )
     key_prefix: str = Field(default="sg", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
-    home: Path = Field(default_factory=default_home)
+    home: Path = Field(default_factory=steerguard_home)
     spill_path: Path | None = None
     spill_max_bytes: int = Field(default=1 << 30, ge=0)
     spill_fsync: bool = True
@@ -121,6 +139,16 @@ class AuditConfig(BaseModel):
     store_text: bool = False
     mask_rules: tuple[MaskRule, ...] = DEFAULT_MASKS
     retention_days: int = Field(default=30, ge=1)
+
+    @field_validator("redis_url", "reader_url", mode="before")
+    @classmethod
+    def _node_list(cls, value: object) -> object:
+        """A YAML list of node URLs is the comma-separated form."""
+        if not isinstance(value, list | tuple):
+            return value
+        if not value or not all(isinstance(v, str) and v.strip() for v in value):
+            raise ValueError("a list of node URLs must hold one or more URLs (strings)")
+        return ",".join(v.strip() for v in value)
 
     @property
     def audit_dir(self) -> Path:

@@ -26,11 +26,14 @@ log = logging.getLogger("steerguard.audit")
 
 
 def runs(records: Sequence[Sealed], limit: int) -> list[list[Sealed]]:
-    """Split into consecutive runs of one (chain, day), at most `limit` long."""
+    """Split into consecutive runs of one (chain, day) and consecutive seqs (the script sets
+    the head to the run's first seq + its length - 1), at most `limit` long. A gap comes from
+    a spill file line set aside as damaged."""
     out: list[list[Sealed]] = []
     for rec in records:
         cur = out[-1] if out else None
-        if cur and len(cur) < limit and cur[0].chain == rec.chain and cur[0].day == rec.day:
+        if (cur and len(cur) < limit and cur[0].chain == rec.chain and cur[0].day == rec.day
+                and cur[-1].seq + 1 == rec.seq):
             cur.append(rec)
         else:
             out.append([rec])

@@ -27,10 +27,11 @@ class Entry:
     day: str  # "" for a line of an export file
     stream_id: str  # or "<file>:<line>"
     chain: str
-    seq: int
+    seq: int  # -1: not an audit record (`unreadable` says why)
     prev: str
     hash: str
     hash_ok: bool
+    unreadable: str = ""
 
     @property
     def where(self) -> str:
@@ -68,28 +69,63 @@ def read_day(client: Client, keys: KeySpace, day: str, chunk: int = 2000,
         batch = client.xrange(stream, start, "+", count=chunk)
         for sid, fields in batch:
             yield _entry(pos, day, sid.decode(), fields.get(b"r", b""),
-                         fields.get(b"h", b"").decode())
+                         fields.get(b"h", b"").decode(errors="replace"))
             pos += 1
         if len(batch) < chunk:
             return
         start = "(" + batch[-1][0].decode()
 
 
-def read_checkpoints(path: Path | None) -> tuple[dict[str, dict], dict[str, dict]]:
-    """Highest head per chain over all checkpoint lines, and the latest stream counters."""
+class _Head(BaseModel):
+    seq: int
+    hash: str
+
+
+class _Counters(BaseModel):
+    entries_added: int
+    length: int
+
+
+class _Checkpoint(BaseModel):
+    chains: dict[str, _Head] = {}
+    streams: dict[str, _Counters] = {}
+
+
+def read_checkpoints(path: Path | None, problems: list[Problem] | None = None
+                     ) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Highest head per chain over all checkpoint lines, and the latest stream counters.
+    A line that is not a checkpoint is a problem (appended to `problems`), never a crash:
+    the file may have been damaged as much as the log it vouches for."""
     chains: dict[str, dict] = {}
     streams: dict[str, dict] = {}
     if path is None or not path.exists():
         return chains, streams
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        cp = json.loads(line)
-        for c, head in cp.get("chains", {}).items():
-            if head["seq"] > chains.get(c, {"seq": -1})["seq"]:
-                chains[c] = head
-        streams.update(cp.get("streams", {}))
+    with open(path, "rb") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                cp = _Checkpoint.model_validate_json(line)
+            except ValueError as e:  # pydantic's ValidationError, for bad JSON too
+                if problems is not None:
+                    problems.append(Problem(kind="unreadable", where=f"{path}:{lineno}",
+                                            detail="checkpoint line is not a checkpoint: "
+                                            + _first_error(e)))
+                continue
+            for c, head in cp.chains.items():
+                if head.seq > chains.get(c, {"seq": -1})["seq"]:
+                    chains[c] = head.model_dump()
+            streams.update({d: c.model_dump() for d, c in cp.streams.items()})
     return chains, streams
+
+
+def _first_error(e: ValueError) -> str:
+    errors = e.errors() if hasattr(e, "errors") else []
+    if errors:
+        err = errors[0]
+        where = ".".join(str(x) for x in err["loc"])
+        return f"{where}: {err['msg']}" if where else err["msg"]
+    return str(e).splitlines()[0]
 
 
 def verify(client: Client, keys: KeySpace, checkpoint_path: Path | None = None
@@ -103,7 +139,7 @@ def verify(client: Client, keys: KeySpace, checkpoint_path: Path | None = None
     for chain, entries in by_chain.items():
         problems.extend(_walk(chain, entries, anchors.get(chain)))
 
-    ck_chains, ck_streams = read_checkpoints(checkpoint_path)
+    ck_chains, ck_streams = read_checkpoints(checkpoint_path, problems)
     for chain, head in ck_chains.items():
         anchor = anchors.get(chain)
         if anchor and head["seq"] <= anchor["seq"]:
@@ -145,7 +181,7 @@ def verify_export(path: Path, checkpoint_path: Path | None = None) -> VerifyRepo
     for chain, entries in by_chain.items():
         start = entries[0]  # the export may begin in the middle of a chain
         problems.extend(_walk(chain, entries, {"seq": start.seq - 1, "hash": start.prev}))
-    ck_chains, _ = read_checkpoints(checkpoint_path)
+    ck_chains, _ = read_checkpoints(checkpoint_path, problems)
     for chain, head in ck_chains.items():
         at = next((e for e in by_chain.get(chain, []) if e.seq == head["seq"]), None)
         if at is not None and at.hash != head["hash"]:
@@ -168,7 +204,8 @@ def sort_chains(entries: Iterable[Entry], problems: list[Problem], what: str
         n += 1
         if e.seq < 0:
             problems.append(Problem(kind="unreadable", where=e.where,
-                                    detail=f"{what} is not an audit record", pos=e.pos))
+                                    detail=f"{what} is not an audit record: {e.unreadable}",
+                                    pos=e.pos))
         else:
             by_chain[e.chain].append(e)
     return by_chain, n
@@ -177,14 +214,28 @@ def sort_chains(entries: Iterable[Entry], problems: list[Problem], what: str
 def _entry(pos: int, day: str, where: str, payload: bytes, stored_hash: str | None) -> Entry:
     """The chain fields of one stored record (seq -1 when it is not one); with no stored
     hash (an export's line), its own hash is the record's."""
+    digest = record_hash(payload)
+    entry = Entry(pos, day, where, "", -1, "", stored_hash or digest,
+                  stored_hash is None or digest == stored_hash)
     try:
         body = json.loads(payload)
-        chain, seq, prev = str(body["chain"]), int(body["seq"]), str(body["prev"])
-    except (ValueError, KeyError, TypeError):
-        chain, seq, prev = "", -1, ""
-    digest = record_hash(payload)
-    return Entry(pos, day, where, chain, seq, prev, stored_hash or digest,
-                 stored_hash is None or digest == stored_hash)
+    except RecursionError:
+        entry.unreadable = "JSON nested too deeply"
+        return entry
+    except ValueError as e:  # bad JSON, bad UTF-8
+        entry.unreadable = f"not JSON ({e})" if payload.strip() else "an empty record"
+        return entry
+    if not isinstance(body, dict):
+        entry.unreadable = f"a JSON {type(body).__name__}, not an object"
+        return entry
+    chain, seq, prev = body.get("chain"), body.get("seq"), body.get("prev")
+    if not isinstance(chain, str) or not isinstance(prev, str):
+        entry.unreadable = "chain and prev must be strings"
+    elif not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+        entry.unreadable = f"seq must be an integer >= 0, not {str(seq)[:40]!r}"
+    else:
+        entry.chain, entry.seq, entry.prev = chain, seq, prev
+    return entry
 
 
 def _walk(chain: str, entries: list[Entry], anchor: dict | None) -> list[Problem]:
@@ -192,6 +243,7 @@ def _walk(chain: str, entries: list[Entry], anchor: dict | None) -> list[Problem
     expect, prev = (anchor["seq"] + 1, anchor["hash"]) if anchor else (0, GENESIS)
     present = {e.seq for e in entries}
     done: set[int] = set()
+    before: Entry | None = None  # the record `prev` belongs to
 
     def report(kind: ProblemKind, e: Entry, seq: int, detail: str) -> None:
         problems.append(Problem(kind=kind, chain=chain, seq=seq, where=e.where,
@@ -213,11 +265,13 @@ def _walk(chain: str, entries: list[Entry], anchor: dict | None) -> list[Problem
                        f"seq {expect}..{e.seq - 1} missing before this record")
             return problems
         if e.prev != prev:
-            report("modified", e, e.seq - 1,
-                   f"seq {e.seq - 1} was changed: seq {e.seq} links to another hash")
+            # name where the changed record is (the first of a file has nothing before it)
+            report("modified", before or e, e.seq - 1,
+                   f"seq {e.seq - 1} was changed: seq {e.seq} at {e.where} links to another "
+                   "hash")
             return problems
         done.add(e.seq)
-        expect, prev = e.seq + 1, e.hash
+        expect, prev, before = e.seq + 1, e.hash, e
     return problems
 
 

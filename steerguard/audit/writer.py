@@ -35,6 +35,7 @@ class AuditCounters:
     written: int = 0  # written to Redis directly
     spilled: int = 0  # written to the spill file
     replayed: int = 0  # moved from the spill file to Redis
+    spill_rejected: int = 0  # spill file lines that were not records, kept in <spill>.rejected
     dropped_masking: int = 0  # decision records whose masking failed
     dropped_overflow: int = 0  # records refused by a full queue under `buffer`
     dropped_error: int = 0  # records lost to a bug or an impossible shutdown spill
@@ -241,14 +242,17 @@ class Writer:
         """Write the spill file's records (this writer's and other writers' of the prefix),
         in order; the file is emptied only once all are in Redis."""
         batch: list[Sealed] = []
-        with self.spill.replaying() as lines:
-            for digest, payload in lines:
-                batch.append(Sealed.read(digest, payload))
-                if len(batch) >= self.sink.batch_size:
+        try:
+            with self.spill.replaying(Sealed.read) as records:
+                for record in records:
+                    batch.append(record)
+                    if len(batch) >= self.sink.batch_size:
+                        self._replay_batch(batch)
+                        batch = []
+                if batch:
                     self._replay_batch(batch)
-                    batch = []
-            if batch:
-                self._replay_batch(batch)
+        finally:
+            self.counters.spill_rejected = self.spill.rejected_lines
 
     def _replay_batch(self, batch: list[Sealed]) -> None:
         self.counters.replayed += self.sink.write(batch)
@@ -279,6 +283,8 @@ class Writer:
             if not self.no_sink:
                 log.error("audit: Redis unreachable and spill refused: %s", exc)
             self.no_sink = True
+        finally:
+            self.counters.spill_rejected = self.spill.rejected_lines
 
     def _note_heads(self, records: list[Sealed]) -> None:
         for r in records:

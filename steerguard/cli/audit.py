@@ -22,7 +22,7 @@ from rich.table import Table
 from steerguard.audit import AuditConfig, AuditStore
 from steerguard.audit.errors import AuditError
 from steerguard.audit.records import DecisionRecord, InterventionRecord
-from steerguard.audit.verify import verify_export
+from steerguard.audit.verify import Problem, verify_export
 from steerguard.audit.watch import LogWatcher, WatchPass
 from steerguard.cli.common import err_console
 from steerguard.errors import SteerguardError
@@ -210,11 +210,18 @@ def verify(checkpoint: Annotated[Path | None, typer.Option(help="checkpoint file
         return
     first = report.first
     assert first is not None
-    console.print(f"[red]{first.kind}[/red]: chain {first.chain} seq {first.seq} at "
-                  f"{first.where}: {first.detail}")
+    console.print(f"[red]{first.kind}[/red]: {_problem_text(first)}", highlight=False,
+                  soft_wrap=True)
     for p in report.problems[1:10]:
-        console.print(f"  also {p.kind}: chain {p.chain} seq {p.seq}: {p.detail}")
+        console.print(f"  also {p.kind}: {_problem_text(p)}", highlight=False, soft_wrap=True)
+    if len(report.problems) > 10:
+        console.print(f"  and {len(report.problems) - 10} more problems")
     raise typer.Exit(1)
+
+
+def _problem_text(p: Problem) -> str:
+    chain = f"chain {p.chain} seq {p.seq} " if p.chain is not None else ""
+    return f"{chain}at {p.where}: {p.detail}" if p.where else f"{chain}{p.detail}"
 
 
 def _pass_line(p: WatchPass) -> str:
@@ -225,8 +232,8 @@ def _pass_line(p: WatchPass) -> str:
         return (f"{when} [green]ok[/green]: {p.new_records} {what}, "
                 f"{p.chains} chains, checkpoint written{trimmed}")
     first = p.problems[0]
-    return (f"{when} [red]{first.kind}[/red]: chain {first.chain} seq {first.seq} at "
-            f"{first.where}: {first.detail} ({len(p.problems)} problems; no checkpoint){trimmed}")
+    return (f"{when} [red]{first.kind}[/red]: {_problem_text(first)} "
+            f"({len(p.problems)} problems; no checkpoint){trimmed}")
 
 
 @app.command()

@@ -11,16 +11,16 @@ import typer
 
 from steerguard.cli.common import (
     DEFAULT_CONCEPTS,
+    bare_engine,
     console,
     err_console,
     load_engine,
-    load_quietly,
+    open_root,
     user_errors,
 )
 from steerguard.errors import PlanError
-from steerguard.runtime.loading import BUNDLED
-
-DEFAULT_BUNDLE = Path("policies/support")
+from steerguard.resources import default_bundle_path
+from steerguard.runtime.bundled import BUNDLED
 
 
 def _strengths(text: str) -> tuple[float, ...]:
@@ -56,7 +56,7 @@ def evaluate(
     ),
     bundle: Annotated[
         Path | None, typer.Option(help="Policy bundle whose activation conditions to measure.")
-    ] = DEFAULT_BUNDLE,
+    ] = default_bundle_path(),
     conditions: Annotated[bool, typer.Option(help="Measure activation conditions.")] = True,
     conditions_only: Annotated[
         bool, typer.Option("--conditions-only", help="Only (re)calibrate the bundle's "
@@ -79,6 +79,7 @@ def evaluate(
     from rich.progress import Progress
 
     from steerguard.cli.generate import _layers
+    from steerguard.eval.extra import require_eval_extra
     from steerguard.eval.run import evaluate as run_eval
     from steerguard.eval.sweep import SweepConfig
     from steerguard.vectors.datasets import load_concepts
@@ -86,11 +87,12 @@ def evaluate(
     if conditions_only:
         _conditions_only(bundle, model, record, report, threads)
         return
+    require_eval_extra()
     chosen = [c for c in load_concepts(concepts) if not only or c.meta.name in only]
     if not chosen:
         raise PlanError(f"--only {only}: no such concepts under {concepts}")
     torch.set_num_threads(threads)  # oversubscribed threads slow torch 3-5x on shared CPUs
-    engine, _ = load_engine(model, concepts)
+    engine = load_engine(open_root(model, concepts=concepts, audit=False))
     config = SweepConfig(strengths=_strengths(strengths), prompts_per_concept=prompts,
                          max_new_tokens=tokens, batch_size=batch, baselines=baselines,
                          layers=tuple(_layers(layers, ())) if layers else None)
@@ -118,12 +120,11 @@ def _conditions_only(bundle: Path | None, model: str, record: bool, report: bool
     from steerguard.eval.conditions import evaluate_bundle
     from steerguard.eval.report import REPO, update_conditions
     from steerguard.eval.tables import conditions_table
-    from steerguard.runtime.engine import SteeringEngine
 
     if bundle is None:
         raise PlanError("--conditions-only needs --bundle")
     torch.set_num_threads(threads)
-    engine = SteeringEngine(load_quietly(model))
+    engine = bare_engine(model)
     with err_console.status("calibrating activation conditions"):
         results = evaluate_bundle(engine, bundle, save=record)
     console.print(conditions_table(results), markup=False, highlight=False)

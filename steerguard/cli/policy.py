@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
 from rich.console import Console
 from rich.table import Table
 
-from steerguard.policy.activation import probe_metrics_summary
+from steerguard.inputfiles import MAX_JSONL_BYTES, InputFileError, load_yaml, read_text
 from steerguard.policy.catalog import MappingCatalog
 from steerguard.policy.engine import PolicyEngine
 from steerguard.policy.errors import PolicyError, ProfileError
@@ -20,22 +19,45 @@ from steerguard.policy.inputs import RequestContext, UserProfile
 from steerguard.policy.loader import load_bundle
 from steerguard.policy.schema import BundleSpec
 from steerguard.policy.testing import PolicyTestFile, find_bundles, run_bundle_tests
+from steerguard.resources import default_bundle_path, policies_dir
 
 app = typer.Typer(help="Policy bundles: validate, test, explain, schema.", no_args_is_help=True)
 out = Console()
 err = Console(stderr=True)
 
 PathArg = Annotated[
-    Path, typer.Argument(help="A bundle folder, bundle file, or a folder of bundles.")
+    Path,
+    typer.Argument(
+        help="A bundle folder, bundle file, or a folder of bundles (default: the shipped ones)."
+    ),
 ]
 HashesOpt = Annotated[
     Path | None,
     typer.Option("--hashes", help="JSON file mapping vector name -> content hash, to check pins."),
 ]
+LayersOpt = Annotated[
+    int | None,
+    typer.Option("--num-layers", min=1,
+                 help="Decoder layers of the model the bundle will steer, to check its layers."),
+]
 
 
 def _catalog(hashes: Path | None) -> MappingCatalog | None:
-    return MappingCatalog(json.loads(hashes.read_text())) if hashes else None
+    if hashes is None:
+        return None
+    try:
+        data = json.loads(read_text(hashes, MAX_JSONL_BYTES))
+    except InputFileError as e:
+        err.print(f"[red]error[/red] --hashes {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    except ValueError as e:
+        err.print(f"[red]error[/red] --hashes {hashes}: not JSON ({e})", highlight=False)
+        raise typer.Exit(1) from None
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        err.print(f"[red]error[/red] --hashes {hashes}: expected a JSON object mapping "
+                  "vector name -> content hash", highlight=False)
+        raise typer.Exit(1)
+    return MappingCatalog(data)
 
 
 def _print_policy_error(e: PolicyError) -> None:
@@ -44,16 +66,19 @@ def _print_policy_error(e: PolicyError) -> None:
 
 
 @app.command()
-def validate(path: PathArg = Path("policies"), hashes: HashesOpt = None) -> None:
+def validate(
+    path: PathArg = policies_dir(), hashes: HashesOpt = None, num_layers: LayersOpt = None
+) -> None:
     """Load every bundle under PATH and report every mistake with file, line and column."""
     bundles = find_bundles(path)
     if not bundles:
         err.print(f"[red]no policy bundle found under {path}[/red]")
         raise typer.Exit(1)
+    catalog = _catalog(hashes)
     failed = 0
     for b in bundles:
         try:
-            bundle = load_bundle(b, _catalog(hashes))
+            bundle = load_bundle(b, catalog, num_layers)
         except PolicyError as e:
             failed += 1
             _print_policy_error(e)
@@ -69,13 +94,18 @@ def validate(path: PathArg = Path("policies"), hashes: HashesOpt = None) -> None
 
 
 @app.command("test")
-def test_cmd(path: PathArg = Path("policies"), hashes: HashesOpt = None) -> None:
+def test_cmd(
+    path: PathArg = policies_dir(), hashes: HashesOpt = None, num_layers: LayersOpt = None
+) -> None:
     """Run the YAML tests next to each bundle; fail when a test fails or none exists."""
+    from steerguard.policy.activation import probe_metrics_summary  # torch: tests only
+
     bundles = find_bundles(path)
+    catalog = _catalog(hashes)
     total = failed = 0
     bad = False
     for b in bundles:
-        report = run_bundle_tests(b, _catalog(hashes))
+        report = run_bundle_tests(b, catalog, num_layers)
         if report.error is not None:
             _print_policy_error(report.error)
             bad = True
@@ -119,12 +149,11 @@ def _model_scores(
     policy: PolicyEngine, model: str, message: str, names: set[str]
 ) -> dict[str, float]:
     """Score activation conditions the way a request would: the model reads the message."""
-    from steerguard.cli.common import load_quietly
-    from steerguard.pipeline import SteeringPipeline
-    from steerguard.runtime.engine import SteeringEngine
+    from steerguard.cli.common import load_engine, open_root
 
-    engine = SteeringEngine(load_quietly(model))
-    probes = SteeringPipeline(engine, policy).activation_probes(policy)
+    sg = open_root(model, audit=False)
+    engine = load_engine(sg, vectors=False)
+    probes = sg.probes.for_policy(policy, engine)
     wanted = {n: probes[n] for n in names}
     states = engine.activations(
         [[{"role": "user", "content": message}]],
@@ -172,16 +201,10 @@ def explain(
     ] = "smollm2-135m",
 ) -> None:
     """Decide for one message and show the decision and why."""
-    from steerguard.pipeline import default_bundle_path
-
     try:
         engine = PolicyEngine(load_bundle(bundle or default_bundle_path()))
-        prof = UserProfile.model_validate(yaml.safe_load(profile.read_text())) if profile else None
-        ctx = (
-            RequestContext.model_validate(yaml.safe_load(context.read_text()) or {})
-            if context
-            else None
-        )
+        prof = UserProfile.model_validate(load_yaml(profile)) if profile else None
+        ctx = RequestContext.model_validate(load_yaml(context) or {}) if context else None
         scores = _parse_scores(score or [])
         missing = set(engine.activation_conditions) - set(scores)
         if missing and model and model != "none":
@@ -192,7 +215,7 @@ def explain(
     except PolicyError as e:
         _print_policy_error(e)
         raise typer.Exit(1) from None
-    except (ProfileError, ValueError, OSError) as e:
+    except (ProfileError, InputFileError, ValueError, OSError) as e:
         err.print(f"[red]error[/red] {e}", highlight=False)
         raise typer.Exit(1) from None
     if as_json:
@@ -218,7 +241,7 @@ def explain(
         for col in ("rule", "priority", "evidence"):
             t.add_column(col)
         for m in decision.matched:
-            ev = "\n".join(f"{e.predicate} {e.source}: {e.detail}" for e in m.evidence)
+            ev = "\n".join(f"{e.predicate} {e.source}: {e.describe()}" for e in m.evidence)
             t.add_row(m.rule_id, str(m.priority), ev)
         out.print(t)
     else:

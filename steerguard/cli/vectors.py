@@ -11,13 +11,12 @@ from rich.table import Table
 
 from steerguard.cli.common import (
     DEFAULT_CONCEPTS,
+    bare_engine,
     console,
-    load_engine,
-    load_quietly,
     user_errors,
 )
 from steerguard.errors import VectorError
-from steerguard.runtime.loading import BUNDLED
+from steerguard.runtime.bundled import BUNDLED
 
 app = typer.Typer(help="Build, inspect and move steering vectors.", no_args_is_help=True)
 
@@ -29,7 +28,15 @@ ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model spec or path
 def build(
     concepts: Annotated[Path, typer.Option(help="Folder of concept datasets.")] = DEFAULT_CONCEPTS,
     model: ModelOpt = BUNDLED,
-    force: Annotated[bool, typer.Option(help="Rebuild even when up to date.")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Extract every concept again, even when a stored or shipped "
+                           "vector is up to date.")
+    ] = False,
+    root: Annotated[
+        Path | None, typer.Option(help="Library folder (default: $STEERGUARD_HOME/vectors); "
+                                  "vectors go in ROOT/<model>/. `--root steerguard/policies/"
+                                  "vectors --force` rewrites the shipped ones.")
+    ] = None,
     method: Annotated[
         str, typer.Option(help="mean_diff (difference of means) or pca_diff (first principal "
                           "component of the pair differences).")
@@ -39,13 +46,17 @@ def build(
                           "left out) or last (the last token).")
     ] = "mean_skip_first",
 ) -> None:
-    """Extract a vector per concept (skips concepts whose data, method and pooling did not
-    change)."""
+    """Make a vector per concept: skips concepts whose data, method and pooling did not
+    change, copies the shipped vector when it was made the same way for this model, and
+    extracts the rest."""
+    from steerguard.vectors.library import VectorLibrary
+
     if method not in ("mean_diff", "pca_diff"):
         raise VectorError(f"--method {method!r}: expected 'mean_diff' or 'pca_diff'")
     if pooling not in ("mean_skip_first", "last"):
         raise VectorError(f"--pooling {pooling!r}: expected 'mean_skip_first' or 'last'")
-    engine, library = load_engine(model, concepts=None)
+    engine = bare_engine(model)
+    library = VectorLibrary(engine.fingerprint, root)
     vectors = library.build(
         engine, concepts, force=force, method=method, pooling=pooling  # type: ignore[arg-type]
     )
@@ -65,7 +76,7 @@ def list_(model: ModelOpt = BUNDLED) -> None:
     """List the stored vectors for the model."""
     from steerguard.vectors.library import VectorLibrary
 
-    loaded = load_quietly(model)
+    loaded = bare_engine(model)
     library = VectorLibrary(loaded.fingerprint)
     table = Table("vector", "hash", "method", "layers", "recommended")
     for v in library.load_all():
@@ -87,7 +98,7 @@ def show(
     """Show a vector's metadata, per-layer norms and separation scores."""
     from steerguard.vectors.library import VectorLibrary
 
-    vector = VectorLibrary(load_quietly(model).fingerprint).load(name)
+    vector = VectorLibrary(bare_engine(model).fingerprint).load(name)
     info = {
         **vector.metadata(),
         "content_hash": vector.content_hash(),
@@ -124,7 +135,7 @@ def export(
     from steerguard.vectors.library import VectorLibrary
     from steerguard.vectors.storage import save_vector
 
-    vector = VectorLibrary(load_quietly(model).fingerprint).load(name)
+    vector = VectorLibrary(bare_engine(model).fingerprint).load(name)
     if fmt == "gguf":
         export_gguf(vector, output)
         if 0 in vector.layers:
@@ -149,7 +160,7 @@ def import_(
     from steerguard.vectors.steering_vector import SteeringVector
     from steerguard.vectors.storage import load_vector
 
-    library = VectorLibrary(load_quietly(model).fingerprint)
+    library = VectorLibrary(bare_engine(model).fingerprint)
     if file.suffix == ".gguf":
         vector = import_gguf(file, name, library.fingerprint)
     else:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict
 
+from steerguard.inputfiles import load_yaml
 from steerguard.policy.activation import (
     ActivationProbe,
     best_layer,
@@ -58,7 +58,7 @@ class ConditionResult(BaseModel):
 
 def bundle_activations(bundle_dir: Path) -> dict[str, tuple[tuple[int, ...], Path]]:
     """{condition: (layers, dataset folder)} as declared in bundle.yaml `activations:`."""
-    spec = yaml.safe_load((bundle_dir / "bundle.yaml").read_text(encoding="utf-8")) or {}
+    spec = load_yaml(bundle_dir / "bundle.yaml") or {}
     out = {}
     for name, entry in (spec.get("activations") or {}).items():
         parsed = ActivationSpec.model_validate(entry)

@@ -30,9 +30,9 @@ def _phrase_hits(text: str, phrases: tuple[str, ...]) -> int:
 
 @cache
 def _vader():  # the analyzer ships no type stubs
-    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+    from steerguard.eval.extra import eval_module
 
-    return SentimentIntensityAnalyzer()
+    return eval_module("vaderSentiment.vaderSentiment").SentimentIntensityAnalyzer()
 
 
 def vader_compound(text: str) -> float:

@@ -10,10 +10,10 @@ from steerguard.eval.summary import ConceptSummary
 
 
 def plot_sweep(summaries: Sequence[ConceptSummary], path: Path) -> Path:
-    import matplotlib
+    from steerguard.eval.extra import eval_module
 
-    matplotlib.use("Agg")  # files only; never a window
-    import matplotlib.pyplot as plt
+    eval_module("matplotlib").use("Agg")  # files only; never a window
+    plt = eval_module("matplotlib.pyplot")
 
     cols = min(3, max(1, len(summaries)))
     rows = math.ceil(len(summaries) / cols)

@@ -154,8 +154,8 @@ def eval_section(figures: Path) -> str:
         + (_described(meta["machine"]) if "machine" in meta else "not recorded")
         + "). "
         f"Model `{meta['model']}`; {cfg['prompts_per_concept'] or 'all'} held-out prompts per "
-        "concept "
-        "(`policies/concepts/<name>/eval.jsonl`, never used to build vectors); greedy decoding, "
+        "concept (`steerguard/policies/concepts/<name>/eval.jsonl`, never used to build "
+        "vectors); greedy decoding, "
         f"{cfg['max_new_tokens']} new tokens; per-layer strengths {cfg['strengths']} "
         "(relative to each layer's typical hidden-state norm) at each vector's layers.\n",
         "How answers are judged (`steerguard/eval/judges.py`, none of them the steered model): "
@@ -193,7 +193,7 @@ def eval_section(figures: Path) -> str:
               "of the condition's calibration contexts (condition.yaml: none, a generic "
               "system prompt, a tool-using support agent's, a chat the text continues), so "
               "counts are prompts × contexts. The calibrated probes are saved to "
-              "`policies/support/probes/<name>.json`.\n",
+              "`steerguard/policies/support/probes/<name>.json`.\n",
               conditions_table(conditions) if conditions else "none measured\n",
               *[_missed(r) for r in conditions if not r.meets_target],
               "\nHeld-out / cross-validated (training) F1 of single layers:\n",

@@ -1,12 +1,12 @@
 """LangChain integration: a steered, audited local chat model for agents."""
 
+from steerguard.chat.call import RequestIdentity
 from steerguard.langchain.chat_model import (
     CONTEXT_KEY,
     PROFILE_KEY,
     SESSION_KEY,
-    RequestIdentity,
     SteeredChatModel,
-    shared_engine,
+    identity_from_config,
 )
 
 __all__ = [
@@ -15,5 +15,5 @@ __all__ = [
     "SESSION_KEY",
     "RequestIdentity",
     "SteeredChatModel",
-    "shared_engine",
+    "identity_from_config",
 ]

@@ -15,15 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import LanguageModelInput
 from langchain_core.language_models.chat_models import BaseChatModel, LangSmithParams
@@ -44,31 +40,18 @@ from langchain_core.utils.function_calling import convert_to_json_schema, conver
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from steerguard.langchain.grammar import (
-    BACKEND,
-    GrammarFactory,
-    GrammarProcessor,
-    bound_schema,
-    call_schema,
-    worst_case_tokens,
+from steerguard.chat.call import (
+    ChatCall,
+    RequestIdentity,
+    prepare_call,
+    run_call,
+    stream_call,
 )
-from steerguard.langchain.messages import (
-    probe_offset,
-    to_policy_messages,
-    to_template_messages,
-)
-from steerguard.langchain.tools import (
-    CALL_OPEN,
-    ToolChoice,
-    ToolSpec,
-    parse_call_json,
-    parse_calls,
-    safe_prefix,
-    split_content,
-)
-from steerguard.pipeline import Request, SteeringPipeline, Turn, default_bundle_path
-from steerguard.policy.engine import PolicyEngine
+from steerguard.chat.modes import Bounds, Outputs
+from steerguard.chat.tools import ToolChoice, ToolSpec
+from steerguard.pipeline import SteeringPipeline, Turn
 from steerguard.policy.inputs import RequestContext, UserProfile
+from steerguard.root import Steerguard
 from steerguard.runtime.engine import GenerationParams, SteeringEngine
 from steerguard.runtime.loading import BUNDLED
 
@@ -79,126 +62,23 @@ CONTEXT_KEY = "request_context"
 REQUEST_ID_KEY = "request_id"
 
 
-@dataclass(frozen=True, repr=False)
-class RequestIdentity:
-    """Trusted per-request facts from the runnable config."""
-
-    profile: UserProfile | None = None
-    session_id: str | None = None
-    context: RequestContext | None = None
-    request_id: str | None = None
-
-    def __repr__(self) -> str:  # rides in kwargs: never print a profile into traces
-        return "RequestIdentity(<redacted>)"
-
-    @classmethod
-    def from_config(cls, config: RunnableConfig | None) -> RequestIdentity:
-        configurable = ensure_config(config).get("configurable") or {}
-        profile = configurable.get(PROFILE_KEY)
-        if isinstance(profile, Mapping):
-            profile = UserProfile.model_validate(profile)
-        context = configurable.get(CONTEXT_KEY)
-        if isinstance(context, Mapping):
-            context = RequestContext.model_validate(context)
-        session = configurable.get(SESSION_KEY) or configurable.get("thread_id")
-        request_id = configurable.get(REQUEST_ID_KEY)
-        return cls(
-            profile,
-            str(session) if session is not None else None,
-            context,
-            str(request_id) if request_id is not None else None,
-        )
-
-
-# Engines, policies, audit logs and grammar factories are heavy: share them between model
-# instances (LangChain code creates models freely, e.g. one per test or per bind).
-_shared_lock = threading.Lock()
-_engines: dict[str, SteeringEngine] = {}
-_policies: dict[str, Any] = {}
-_audits: dict[str, Any] = {}
-_grammars: dict[int, GrammarFactory] = {}
-
-
-def shared_engine(spec: str = BUNDLED, concepts_dir: Path | None = None) -> SteeringEngine:
-    """The process-wide engine for `spec`, its steering vectors loaded (built once)."""
-    with _shared_lock:
-        engine = _engines.get(spec)
-        if engine is None:
-            from steerguard.runtime.loading import load_model
-
-            engine = _engines[spec] = SteeringEngine(load_model(spec))
-    ensure_vectors(engine, concepts_dir)
-    return engine
-
-
-def ensure_vectors(engine: SteeringEngine, concepts_dir: Path | None = None) -> None:
-    """Load (building if needed) the concept vectors into an engine that has none."""
-    if engine.vectors:
-        return
-    from steerguard.vectors.library import VectorLibrary
-
-    concepts = concepts_dir or default_bundle_path().parent / "concepts"
-    library = VectorLibrary(engine.fingerprint)
-    load_or_build = getattr(library, "load_or_build", None)
-    with _shared_lock:
-        if engine.vectors:
-            return
-        if load_or_build is not None:
-            load_or_build(engine, concepts)
-        else:
-            library.load_into(engine, concepts)
-
-
-def _grammar_factory(engine: SteeringEngine) -> GrammarFactory:
-    with _shared_lock:
-        factory = _grammars.get(id(engine))
-        if factory is None:
-            vocab = int(engine.model.get_output_embeddings().weight.shape[0])
-            factory = _grammars[id(engine)] = GrammarFactory(
-                engine.tokenizer, vocab, engine.eos_ids
-            )
-        return factory
-
-
-def _policy_source(policy: Any) -> PolicyEngine | Callable[[], PolicyEngine]:
-    from steerguard.policy.store import PolicyStore
-
-    if isinstance(policy, PolicyEngine):
-        return policy
-    if isinstance(policy, PolicyStore):
-        return lambda: policy.engine  # hot reloads are picked up per request
-    path = str(Path(policy) if policy is not None else default_bundle_path())
-    with _shared_lock:
-        store = _policies.get(path)
-        if store is None:
-            store = _policies[path] = PolicyStore(path)
-    return lambda: store.engine
-
-
-def _default_audit() -> Any:
-    from steerguard.audit.log import AuditLog
-
-    with _shared_lock:
-        log = _audits.get("default")
-        if log is None:
-            log = _audits["default"] = AuditLog()
-        return log
-
-
-@dataclass
-class _Call:
-    """One prepared generation: the request, the decoding settings and the output shape."""
-
-    request: Request
-    params: GenerationParams
-    model_name: str
-    mode: Literal["text", "auto", "forced", "json"]
-    tools: tuple[ToolSpec, ...] = ()
-    call_name: str | None = None  # forced call whose name is already in the prompt
-    grammar: GrammarProcessor | None = None
-    timeout: float | None = None
-    cancel: threading.Event = field(default_factory=threading.Event)
-    timed_out: bool = False
+def identity_from_config(config: RunnableConfig | None) -> RequestIdentity:
+    """Trusted per-request facts from the runnable config's `configurable` section."""
+    configurable = ensure_config(config).get("configurable") or {}
+    profile = configurable.get(PROFILE_KEY)
+    if isinstance(profile, Mapping):
+        profile = UserProfile.model_validate(profile)
+    context = configurable.get(CONTEXT_KEY)
+    if isinstance(context, Mapping):
+        context = RequestContext.model_validate(context)
+    session = configurable.get(SESSION_KEY) or configurable.get("thread_id")
+    request_id = configurable.get(REQUEST_ID_KEY)
+    return RequestIdentity(
+        profile,
+        str(session) if session is not None else None,
+        context,
+        str(request_id) if request_id is not None else None,
+    )
 
 
 class SteeredChatModel(BaseChatModel):
@@ -212,12 +92,15 @@ class SteeredChatModel(BaseChatModel):
 
     model_name: str = Field(default=BUNDLED, alias="model")
     """Model spec: "smollm2-135m" (bundled), a local directory or a hub id."""
+    root: Steerguard | None = Field(default=None, exclude=True)
+    """The composition root to run on; None: one made of the parts below and, for the parts
+    not given, the process's shared root (`Steerguard.default()`)."""
     engine: SteeringEngine | None = Field(default=None, exclude=True)
     """An existing engine to run on (its vectors are loaded if it has none)."""
     policy: Any = Field(default=None, exclude=True)
     """PolicyEngine, PolicyStore or bundle path; None: the shipped support bundle."""
     audit: Any = Field(default=None, exclude=True)
-    """AuditLog; None: the shared embedded-store log; False: no audit records."""
+    """AuditLog; None: the shared root's log (embedded store by default); False: none."""
     concepts_dir: Path | None = Field(default=None, exclude=True)
     temperature: float = 0.0
     max_tokens: int | None = 256
@@ -236,8 +119,7 @@ class SteeredChatModel(BaseChatModel):
     """Budget floor for a required call or structured output; the budget is also raised to
     the worst case of the bounded schema, so constrained JSON is never cut short."""
 
-    _pipelines: dict[str, SteeringPipeline] = PrivateAttr(default_factory=dict)
-    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _own_root: Steerguard | None = PrivateAttr(default=None)
 
     # LangChain plumbing -------------------------------------------------------------------
 
@@ -278,45 +160,53 @@ class SteeredChatModel(BaseChatModel):
     def invoke(
         self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AIMessage:
-        kwargs.setdefault(IDENTITY_KWARG, RequestIdentity.from_config(config))
+        kwargs.setdefault(IDENTITY_KWARG, identity_from_config(config))
         return super().invoke(input, config, **kwargs)
 
     async def ainvoke(
         self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AIMessage:
-        kwargs.setdefault(IDENTITY_KWARG, RequestIdentity.from_config(config))
+        kwargs.setdefault(IDENTITY_KWARG, identity_from_config(config))
         return await super().ainvoke(input, config, **kwargs)
 
     def stream(
         self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Iterator[AIMessageChunk]:
-        kwargs.setdefault(IDENTITY_KWARG, RequestIdentity.from_config(config))
+        kwargs.setdefault(IDENTITY_KWARG, identity_from_config(config))
         return super().stream(input, config, **kwargs)
 
     def astream(
         self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[AIMessageChunk]:
-        kwargs.setdefault(IDENTITY_KWARG, RequestIdentity.from_config(config))
+        kwargs.setdefault(IDENTITY_KWARG, identity_from_config(config))
         return super().astream(input, config, **kwargs)
 
     # resources ----------------------------------------------------------------------------
 
+    def steerguard(self) -> Steerguard:
+        """The composition root this model runs on."""
+        if self.root is not None:
+            return self.root
+        parts = (self.engine, self.policy, self.audit, self.concepts_dir)
+        shared = Steerguard.default()
+        if all(p is None for p in parts) and self.model_name == shared.model:
+            return shared
+        if self._own_root is None:
+            config = shared.config.model_copy(update={"model": self.model_name}
+                                              | ({"concepts": self.concepts_dir}
+                                                 if self.concepts_dir else {}))
+            self._own_root = Steerguard(
+                config,
+                engine=self.engine or shared.engine(self.model_name),
+                policy=self.policy if self.policy is not None else shared.policy_source(),
+                audit=self.audit if self.audit is not None else (shared.audit or False),
+                telemetry=shared.telemetry,
+            )
+        return self._own_root
+
     def pipeline(self, model: str | None = None) -> SteeringPipeline:
         """The pipeline for `model` (default: this model's), built on first use."""
-        spec = model or self.model_name
-        with self._lock:
-            pipe = self._pipelines.get(spec)
-            if pipe is not None:
-                return pipe
-        if self.engine is not None and spec == self.model_name:
-            engine = self.engine
-            ensure_vectors(engine, self.concepts_dir)
-        else:
-            engine = shared_engine(spec, self.concepts_dir)
-        audit = None if self.audit is False else (self.audit or _default_audit())
-        pipe = SteeringPipeline(engine, _policy_source(self.policy), audit)
-        with self._lock:
-            return self._pipelines.setdefault(spec, pipe)
+        return self.steerguard().pipeline(model or self.model_name)
 
     # tools and structured output ----------------------------------------------------------
 
@@ -380,11 +270,11 @@ class SteeredChatModel(BaseChatModel):
 
     def _prepare(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
-    ) -> tuple[SteeringPipeline, _Call]:
+    ) -> tuple[SteeringPipeline, ChatCall]:
         identity: RequestIdentity = kwargs.pop(IDENTITY_KWARG, None) or RequestIdentity()
         model_name = kwargs.get("model") or self.model_name
-        pipe = self.pipeline(model_name)
-        engine = pipe.engine
+        root = self.steerguard()
+        pipe = root.pipeline(model_name)
         max_tokens = kwargs.get("max_tokens", self.max_tokens)
         params = GenerationParams(
             max_new_tokens=max_tokens or 256,
@@ -393,117 +283,25 @@ class SteeredChatModel(BaseChatModel):
             seed=kwargs.get("seed", self.seed),
             stop=tuple(stop if stop is not None else (self.stop or ())),
         )
-        specs = tuple(ToolSpec.from_any(t) for t in kwargs.get("tools") or ())
-        choice = ToolChoice.parse(kwargs.get("tool_choice"), specs) if specs else None
-        response_format = kwargs.get("response_format")
-
-        budget = 0  # tokens the constrained JSON may need at most
-        prompt_tools: tuple[ToolSpec, ...] = ()
-        mode: Literal["text", "auto", "forced", "json"] = "text"
-        grammar = None
-        prefix = ""
-        call_name = None
-        factory = _grammar_factory(engine)
-        if choice is not None and choice.mode != "none":
-            prompt_tools = specs
-            if choice.mode == "auto":
-                mode, grammar = "auto", factory.optional_calls(specs)
-            else:
-                mode = "forced"
-                chosen = [t for t in specs if choice.mode == "any" or t.name == choice.name]
-                if len(chosen) == 1:
-                    # The name is decided: put it in the prompt, constrain only the arguments.
-                    call_name = chosen[0].name
-                    prefix = f'{CALL_OPEN}\n{{"name": "{call_name}", "arguments": '
-                    schema = self._bounded(chosen[0].parameters)
-                else:
-                    prefix = f"{CALL_OPEN}\n"
-                    schema = self._bounded(call_schema(chosen))
-                grammar, budget = factory.json_schema(schema), worst_case_tokens(schema)
-        elif response_format is not None:
-            mode = "json"
-            if response_format.get("type") == "json_schema":
-                schema = response_format.get("schema") or response_format.get(
-                    "json_schema", {}
-                ).get("schema")
-                bounded = self._bounded(schema)
-                grammar, budget = factory.json_schema(bounded), worst_case_tokens(bounded)
-            else:  # JSON mode: any JSON object (as "json_object" means elsewhere)
-                bounded = self._bounded({"type": "object"})
-                grammar, budget = factory.json_schema(bounded), self.min_call_tokens
-
-        template = to_template_messages(messages, prompt_tools)
-        prompt_ids = engine.encode(template)
-        if prefix:
-            prefix_ids = engine.tokenizer(prefix, add_special_tokens=False)["input_ids"]
-            prompt_ids = prompt_ids + prefix_ids
-        request = Request(
-            messages=tuple(to_policy_messages(messages)),
-            prompt=prompt_ids,
-            probe_offset=probe_offset(engine.encode, messages, prompt_tools, prompt_ids),
-            profile=identity.profile,
-            context=identity.context,
-            session_id=identity.session_id,
-            request_id=identity.request_id or uuid.uuid4().hex,
-        )
-        processor = GrammarProcessor(grammar, factory.vocab_size) if grammar else None
-        if processor is not None and mode in ("forced", "json"):
-            # Constrained JSON must not be cut by a stop string, nor by a budget smaller than
-            # the bounded schema needs.
-            params = params.model_copy(update={"stop": (), "max_new_tokens": max(
-                params.max_new_tokens, self.min_call_tokens, budget + 1  # +1: end of turn
-            )})
-        call = _Call(
-            request, params, model_name, mode, specs, call_name, processor,
-            kwargs.get("timeout", self.timeout),
+        call = prepare_call(
+            pipe, root.grammar(model_name), messages, params,
+            model_name=model_name, identity=identity,
+            tools=kwargs.get("tools") or (), tool_choice=kwargs.get("tool_choice"),
+            response_format=kwargs.get("response_format"),
+            bounds=Bounds(self.max_string_chars, self.max_array_items, self.min_call_tokens),
+            timeout=kwargs.get("timeout", self.timeout),
         )
         return pipe, call
 
-    def _bounded(self, schema: dict[str, Any]) -> dict[str, Any]:
-        return bound_schema(schema, self.max_string_chars, self.max_array_items)
-
     # building messages --------------------------------------------------------------------
 
-    def _outputs(self, call: _Call, text: str) -> tuple[str, list, list]:
-        """(content, tool_calls, invalid_tool_calls) from the generated text."""
-        if call.mode == "forced":
-            parsed = parse_call_json(text.strip(), call.call_name)
-            return ("", [parsed], []) if parsed.get("type") == "tool_call" else ("", [], [parsed])
-        if call.mode == "auto":
-            content, rest = split_content(text)
-            calls, invalid = parse_calls(rest)
-            return content, calls, invalid
-        return text, [], []
-
-    def _metadata(self, call: _Call, turn: Turn, has_calls: bool) -> dict[str, Any]:
-        result = turn.result
-        finish = result.finish_reason if result is not None else "cancelled"
-        if has_calls and finish == "stop":
-            finish = "tool_calls"
-        d = turn.decision
-        meta: dict[str, Any] = {
-            "decision_id": d.decision_id,
-            "request_id": turn.request.request_id,
-            "bundle": f"{d.bundle.name}@{d.bundle.revision}",
-            "rules": d.rule_ids,
-            "vectors": [
-                {"vector": i.vector, "strength": i.strength, "layers": list(i.layers),
-                 "op": i.op.value, "positions": str(i.positions), "rule": i.source}
-                for i in d.plan.interventions
-                if not i.is_noop
-            ],
-            "explanation": d.explanation,
-            "activation_scores": dict(turn.activation_scores),
-            "failed_closed": d.failed_closed,
-            "audit_ids": list(turn.audit_ids),
-            "outcome": turn.outcome,
+    def _message(self, call: ChatCall, turn: Turn, outputs: Outputs) -> dict[str, Any]:
+        return {
+            "usage_metadata": self._usage(turn),
+            "response_metadata": {"model_name": call.model_name,
+                                  "finish_reason": call.finish_reason(turn, outputs),
+                                  "steerguard": call.metadata(turn)},
         }
-        if call.grammar is not None:
-            meta["grammar"] = {
-                "backend": BACKEND,
-                "ms_per_token": round(call.grammar.ms_per_token, 3),
-            }
-        return {"model_name": call.model_name, "finish_reason": finish, "steerguard": meta}
 
     @staticmethod
     def _usage(turn: Turn) -> dict[str, int]:
@@ -511,45 +309,10 @@ class SteeredChatModel(BaseChatModel):
         i, o = (r.prompt_tokens, r.completion_tokens) if r is not None else (0, 0)
         return {"input_tokens": i, "output_tokens": o, "total_tokens": i + o}
 
-    def _check_timeout(self, call: _Call) -> None:
-        if call.timed_out:
-            raise TimeoutError(f"generation took longer than timeout={call.timeout} s")
-
-    @contextlib.contextmanager
-    def _deadline(self, call: _Call) -> Iterator[None]:
-        timer = None
-        if call.timeout is not None:
-
-            def expire() -> None:
-                call.timed_out = True
-                call.cancel.set()
-
-            timer = threading.Timer(call.timeout, expire)
-            timer.daemon = True
-            timer.start()
-        try:
-            yield
-        finally:
-            if timer is not None:
-                timer.cancel()
-
     # generation ---------------------------------------------------------------------------
 
-    def _run(self, pipe: SteeringPipeline, call: _Call) -> Turn:
-        attempts = max(0, self.max_retries) + 1
-        for attempt in range(attempts):
-            try:
-                with self._deadline(call):
-                    return pipe.run(
-                        call.request, call.params,
-                        logits_processor=call.grammar, cancel=call.cancel,
-                    )
-            except torch.OutOfMemoryError:
-                if attempt == attempts - 1:
-                    raise
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-        raise AssertionError("unreachable")
+    def _run(self, pipe: SteeringPipeline, call: ChatCall) -> Turn:
+        return run_call(pipe, call, self.max_retries)
 
     def _generate(
         self,
@@ -559,19 +322,15 @@ class SteeredChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         pipe, call = self._prepare(messages, stop, kwargs)
-        turn = self._run(pipe, call)
-        self._check_timeout(call)
-        return self._result(call, turn)
+        return self._result(call, self._run(pipe, call))
 
-    def _result(self, call: _Call, turn: Turn) -> ChatResult:
-        text = turn.result.text if turn.result is not None else ""
-        content, calls, invalid = self._outputs(call, text)
+    def _result(self, call: ChatCall, turn: Turn) -> ChatResult:
+        outputs = call.outputs(turn)
         message = AIMessage(
-            content=content,
-            tool_calls=calls,
-            invalid_tool_calls=invalid,
-            usage_metadata=self._usage(turn),  # type: ignore[arg-type]
-            response_metadata=self._metadata(call, turn, bool(calls)),
+            content=outputs.content,
+            tool_calls=outputs.tool_calls,
+            invalid_tool_calls=outputs.invalid_tool_calls,
+            **self._message(call, turn, outputs),
         )
         return ChatResult(generations=[ChatGeneration(message=message)])
 
@@ -590,32 +349,21 @@ class SteeredChatModel(BaseChatModel):
         except asyncio.CancelledError:
             call.cancel.set()
             raise
-        self._check_timeout(call)
         return self._result(call, turn)
 
-    def _chunks(self, pipe: SteeringPipeline, call: _Call) -> Iterator[ChatGenerationChunk]:
+    def _chunks(self, pipe: SteeringPipeline, call: ChatCall) -> Iterator[ChatGenerationChunk]:
         """Content deltas token by token, then one last chunk with tool calls, usage and
         metadata. Closing this iterator cancels generation (audited as cancelled)."""
-        items = pipe.run_stream(
-            call.request, call.params, logits_processor=call.grammar, cancel=call.cancel
-        )
-        text = emitted = ""
-        turn: Turn | None = None
-        with self._deadline(call), contextlib.closing(items):
+        emitted = ""
+        with contextlib.closing(stream_call(pipe, call)) as items:
             for item in items:
                 if isinstance(item, Turn):
                     turn = item
                     break
-                text += item[0]
-                if call.mode == "forced":
-                    continue  # the call arrives whole, in the last chunk
-                visible = safe_prefix(text) if call.mode == "auto" else text
-                delta, emitted = visible[len(emitted):], visible
-                if delta:
-                    yield ChatGenerationChunk(message=AIMessageChunk(content=delta))
-        self._check_timeout(call)
-        assert turn is not None
-        content, calls, invalid = self._outputs(call, turn.result.text if turn.result else "")
+                emitted += item
+                yield ChatGenerationChunk(message=AIMessageChunk(content=item))
+        outputs = call.outputs(turn)
+        calls, invalid = outputs.tool_calls, outputs.invalid_tool_calls
         chunks = [
             tool_call_chunk(name=c["name"], args=_dumps(c["args"]), id=c["id"], index=n)
             for n, c in enumerate(calls)
@@ -623,13 +371,13 @@ class SteeredChatModel(BaseChatModel):
             tool_call_chunk(name=c["name"], args=c["args"], id=c["id"], index=len(calls) + n)
             for n, c in enumerate(invalid)
         ]
+        content = outputs.content
         yield ChatGenerationChunk(
             message=AIMessageChunk(
                 content=content[len(emitted):] if content.startswith(emitted) else "",
                 tool_call_chunks=chunks,
-                usage_metadata=self._usage(turn),  # type: ignore[arg-type]
-                response_metadata=self._metadata(call, turn, bool(calls)),
                 chunk_position="last",
+                **self._message(call, turn, outputs),
             )
         )
 

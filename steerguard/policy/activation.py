@@ -23,15 +23,20 @@ probe so `policy test` can report them.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import torch
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from steerguard.policy.datasets import (  # noqa: F401  (re-exported: calibration reads them)
+    DEFAULT_CONTEXTS,
+    ConditionData,
+    Context,
+    Prompt,
+    load_condition_data,
+)
 
 Criterion = Literal["f1", "youden"]
 
@@ -366,103 +371,6 @@ def calibrate_probe(
         None if eval_neg is None else {layer: eval_neg},
         criterion=criterion, model=model, shrinkage=shrinkage, group=group,
     )
-
-
-# The runtime probe reads the last prompt position of the whole conversation, system prompt
-# included, and a direction fit on bare messages transfers badly: on SmolLM2-135M layer 6 a
-# bare-only distress probe has held-out F1 0.98 without a system prompt but 0.18 under a tool
-# agent's (scripts/compare_probes.py). Each text is therefore rendered under several contexts
-# (a condition folder's condition.yaml may list its own under `contexts:`): null for none, a
-# string for a system prompt, or a list of messages for a conversation the text continues.
-Prompt = list[dict[str, str]]
-Context = str | tuple[tuple[str, str], ...] | None  # None, system prompt, or (role, content)s
-
-DEFAULT_CONTEXTS: tuple[Context, ...] = (
-    None,
-    "You are a helpful assistant.",
-)
-_ROLES = ("system", "user", "assistant")
-
-
-@dataclass(frozen=True)
-class ConditionData:
-    """Texts of a condition dataset (policies/conditions/<name>), split and labelled, and the
-    contexts (none, system prompts, conversations) each text is rendered under for calibration."""
-
-    train_pos: list[str]
-    train_neg: list[str]
-    eval_pos: list[str]
-    eval_neg: list[str]
-    contexts: tuple[Context, ...] = DEFAULT_CONTEXTS
-
-    def prompts(self, texts: Sequence[str]) -> list[Prompt]:
-        """Every text under every context, text-major: text i is rows i*C .. i*C + C-1."""
-        out: list[Prompt] = []
-        for text in texts:
-            for context in self.contexts:
-                if context is None:
-                    head: Prompt = []
-                elif isinstance(context, str):
-                    head = [{"role": "system", "content": context}]
-                else:
-                    head = [{"role": role, "content": content} for role, content in context]
-                out.append([*head, {"role": "user", "content": text}])
-        return out
-
-
-def _context(value: object) -> Context:
-    if value is None or isinstance(value, str):
-        return value or None
-    if isinstance(value, list) and value and all(
-        isinstance(m, dict) and m.get("role") in _ROLES and isinstance(m.get("content"), str)
-        for m in value
-    ):
-        return tuple((m["role"], m["content"]) for m in value)
-    raise ValueError(f"{value!r}")
-
-
-def _contexts(folder: Path) -> tuple[Context, ...]:
-    spec_path = folder / "condition.yaml"
-    if not spec_path.is_file():
-        return DEFAULT_CONTEXTS
-    spec = yaml.safe_load(spec_path.read_text(encoding="utf-8")) or {}
-    contexts = spec.get("contexts") if isinstance(spec, dict) else None
-    if contexts is None:
-        return DEFAULT_CONTEXTS
-    try:
-        if not isinstance(contexts, list) or not contexts:
-            raise ValueError(f"{contexts!r}")
-        return tuple(_context(c) for c in contexts)
-    except ValueError as exc:
-        raise ValueError(
-            f"{spec_path}: contexts: expected a non-empty list whose items are null (no "
-            "context), a system prompt string, or a list of messages with role "
-            f"(system, user or assistant) and content; got {exc}"
-        ) from None
-
-
-def load_condition_data(folder: str | Path) -> ConditionData:
-    """Read train.jsonl and eval.jsonl, lines {"text": ..., "label": true|false}, and the
-    calibration contexts from condition.yaml."""
-    folder = Path(folder)
-    split: dict[str, tuple[list[str], list[str]]] = {}
-    for part in ("train", "eval"):
-        pos: list[str] = []
-        neg: list[str] = []
-        path = folder / f"{part}.jsonl"
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                text, label = row["text"], row["label"]
-            except (ValueError, KeyError, TypeError) as e:
-                raise ValueError(f'{path}:{n}: expected {{"text": str, "label": bool}}: {e}') from e
-            if not isinstance(text, str) or not isinstance(label, bool):
-                raise ValueError(f"{path}:{n}: expected text a string and label true/false")
-            (pos if label else neg).append(text)
-        split[part] = (pos, neg)
-    return ConditionData(*split["train"], *split["eval"], contexts=_contexts(folder))
 
 
 def best_layer(cv_f1: Mapping[int, float]) -> int:

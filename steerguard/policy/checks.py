@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from steerguard.policy.catalog import VectorCatalog
+from steerguard.policy.datasets import read_condition_data
 from steerguard.policy.errors import PolicyIssue
 from steerguard.policy.fields import declaration_problem, literal_problem
+from steerguard.policy.paths import resolve_inside
 from steerguard.policy.schema import (
     ActivationCond,
     AllCond,
@@ -36,14 +39,37 @@ def _hashes_match(pinned: str, actual: str) -> bool:
     return strip(pinned) == strip(actual)
 
 
+@dataclass(frozen=True)
+class Target:
+    """What is known of where the bundle will run: the vector library (to check pins) and
+    the model's decoder layer count (to check layers); either may be unknown."""
+
+    catalog: VectorCatalog | None = None
+    num_layers: int | None = None
+
+    def layer_problem(self, layers: tuple[int, ...], what: str) -> tuple[str, str] | None:
+        """(message, expected) when `layers` name a layer the model lacks."""
+        n = self.num_layers
+        beyond = [x for x in layers if n is not None and x >= n]
+        if not beyond or n is None:
+            return None
+        return (f"{what}: layer{'s' if len(beyond) > 1 else ''} "
+                f"{', '.join(map(str, beyond))} out of range for the model ({n} layers)",
+                f"layers within 0..{n - 1}")
+
+
 def check_header(
-    spec: BundleSpec, doc: YamlDoc, base: Path, catalog: VectorCatalog | None
+    spec: BundleSpec, doc: YamlDoc, root: Path, base: Path, target: Target
 ) -> list[PolicyIssue]:
     out: list[PolicyIssue] = []
     by_concept: dict[str, tuple[str, str | None]] = {}
+    catalog = target.catalog
     for name, v in spec.vectors.items():
         loc: Loc = ("vectors", name)
         concept = v.concept or name
+        beyond = target.layer_problem(v.layers, f"vector {name!r}")
+        if beyond:
+            out.append(doc.issue((*loc, "layers"), beyond[0], expected=beyond[1]))
         if abs(v.strength) > v.max_strength:
             out.append(
                 doc.issue(
@@ -89,20 +115,36 @@ def check_header(
             if problem:
                 out.append(doc.issue((scope, name), problem, value=name))
     for name, a in spec.activations.items():
-        if a.dataset is not None and not (base / a.dataset).is_dir():
-            out.append(
-                doc.issue(
-                    ("activations", name, "dataset"),
-                    "condition dataset folder not found",
-                    value=a.dataset,
-                    expected=f"a folder with train.jsonl and eval.jsonl, relative to {base}",
-                )
-            )
+        beyond = target.layer_problem(a.read_layers, f"activation condition {name!r}")
+        if beyond:
+            key = "layer" if a.layer is not None else "layers"
+            out.append(doc.issue(("activations", name, key), beyond[0], expected=beyond[1]))
+        if a.dataset is not None:
+            out.extend(_check_dataset(a.dataset, doc, ("activations", name, "dataset"), root,
+                                      base))
     return out
 
 
+def _check_dataset(value: str, doc: YamlDoc, loc: Loc, root: Path, base: Path
+                   ) -> list[PolicyIssue]:
+    folder, problem = resolve_inside(root, base, value)
+    expected = f"a folder with train.jsonl and eval.jsonl, relative to {base}"
+    if folder is None:
+        return [doc.issue(loc, f"condition dataset folder {problem}", value=value,
+                          expected=f"{expected}, inside {root}")]
+    if not folder.is_dir():
+        return [doc.issue(loc, "condition dataset folder not found", value=value,
+                          expected=expected)]
+    return read_condition_data(folder)[1]
+
+
 def check_rule(
-    rule: RuleSpec, index: int, spec: BundleSpec, doc: YamlDoc, first_line: dict[str, int]
+    rule: RuleSpec,
+    index: int,
+    spec: BundleSpec,
+    doc: YamlDoc,
+    first_line: dict[str, int],
+    target: Target,
 ) -> list[PolicyIssue]:
     out: list[PolicyIssue] = []
     loc: Loc = ("rules", index)
@@ -131,6 +173,9 @@ def check_rule(
             )
             continue
         applied.add(a.vector)
+        beyond = target.layer_problem(a.layers or (), f"vector {a.vector!r}")
+        if beyond:
+            issue(("apply", j, "layers"), beyond[0], expected=beyond[1])
         s = a.strength
         if isinstance(s, float) and abs(s) > v.max_strength:
             issue(

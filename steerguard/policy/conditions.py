@@ -151,7 +151,7 @@ def _keywords(cond: KeywordsCond) -> Node:
                     Evidence(
                         predicate="keywords",
                         source=source,
-                        detail=repr(text[span[0] : span[1]]),
+                        quote=text[span[0] : span[1]],
                         span=span,
                     )
                 )
@@ -174,7 +174,8 @@ def _regex(cond: RegexCond) -> Node:
                     Evidence(
                         predicate="regex",
                         source=source,
-                        detail=f"/{spec.pattern}/ matched {text[span[0] : span[1]]!r}",
+                        detail=f"/{spec.pattern}/ matched",
+                        quote=text[span[0] : span[1]],
                         span=span,
                     )
                 )

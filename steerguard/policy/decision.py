@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,14 +19,31 @@ class BundleRef(BaseModel):
 
 
 class Evidence(BaseModel):
-    """One predicate that held, and what it held on."""
+    """One predicate that held, and what it held on.
+
+    Conversation text a predicate matched is kept apart in `quote`, never inside `detail`:
+    the audit log withholds or masks quotes by this field, without parsing any text."""
 
     model_config = ConfigDict(frozen=True)
 
     predicate: str = Field(description="e.g. 'keywords', 'regex', 'profile.equals', 'activation'")
     source: str = Field(description="e.g. 'message.user', 'profile.age_band', 'context.channel'")
-    detail: str = Field(description="The matched text span, field value or score vs threshold.")
+    detail: str = Field(
+        default="",
+        description="What held, in the policy's own terms (pattern, field value, score vs "
+        "threshold); never text from the conversation.",
+    )
+    quote: str | None = Field(
+        default=None, description="The conversation text the predicate matched, if any."
+    )
     span: tuple[int, int] | None = None
+
+    def describe(self, quote: Callable[[str], str] = repr) -> str:
+        """`detail` followed by the quote as `quote` renders it."""
+        parts = [self.detail] if self.detail else []
+        if self.quote is not None:
+            parts.append(quote(self.quote))
+        return " ".join(parts)
 
 
 class RuleMatch(BaseModel):
@@ -71,7 +89,14 @@ class Decision(BaseModel):
     plan: SteeringPlan = SteeringPlan()
     explanation: str = ""
     failed_closed: bool = False
-    error: str | None = None
+    errors: tuple[str, ...] = Field(
+        default=(), description="Predicates that could not be evaluated (on_error open), or "
+        "the reason the decision failed closed."
+    )
+
+    @property
+    def error(self) -> str | None:
+        return "; ".join(self.errors) or None
 
     @property
     def rule_ids(self) -> list[str]:

@@ -27,6 +27,7 @@ class PolicyEngine:
     def __init__(self, bundle: Bundle) -> None:
         self.bundle = bundle
         self._ref = bundle.ref
+        self._revision = f"{bundle.ref.name}@{bundle.ref.revision}:{bundle.ref.content_hash[:12]}"
 
     @property
     def ref(self) -> BundleRef:
@@ -71,13 +72,14 @@ class PolicyEngine:
             return Decision(
                 decision_id=decision_id,
                 bundle=self._ref,
-                plan=SteeringPlan(),
+                plan=SteeringPlan(revision=self._revision),
                 failed_closed=True,
-                error=str(e),
+                errors=(str(e),),
                 explanation=explanation(self._ref, (), (), (), [str(e)], True),
             )
 
         plan, dropped = compose(self.bundle, [r for r, _ in matched], profile_values)
+        plan = SteeringPlan(interventions=plan.interventions, revision=self._revision)
         matches = tuple(
             RuleMatch(
                 rule_id=r.spec.id,
@@ -94,7 +96,7 @@ class PolicyEngine:
             matched=matches,
             dropped=drops,
             plan=plan,
-            error="; ".join(inp.errors) or None,
+            errors=tuple(inp.errors),
             explanation=explanation(
                 self._ref, matches, drops, plan.interventions, inp.errors, False
             ),

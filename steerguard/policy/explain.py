@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from steerguard.policy.decision import BundleRef, Dropped, RuleMatch
+from collections.abc import Callable
+
+from steerguard.policy.decision import BundleRef, Decision, Dropped, RuleMatch
 from steerguard.runtime.plan import Intervention
 
 
@@ -22,8 +24,9 @@ def explanation(
     matched: tuple[RuleMatch, ...],
     dropped: tuple[Dropped, ...],
     interventions: tuple[Intervention, ...],
-    errors: list[str],
+    errors: tuple[str, ...] | list[str],
     failed_closed: bool,
+    quote: Callable[[str], str] = repr,
 ) -> str:
     lines = [f"policy {bundle.name} revision {bundle.revision} ({bundle.content_hash[:12]})"]
     if failed_closed:
@@ -33,7 +36,7 @@ def explanation(
         lines.append("no rule matched")
     for m in matched:
         why = "; ".join(
-            f"{e.predicate} {e.source}: {e.detail}"
+            f"{e.predicate} {e.source}: {e.describe(quote)}"
             + (f" [{e.span[0]}:{e.span[1]}]" if e.span else "")
             for e in m.evidence
         )
@@ -48,3 +51,11 @@ def explanation(
     else:
         lines.append("plan: no steering")
     return "\n".join(lines)
+
+
+def render(decision: Decision, quote: Callable[[str], str] = repr) -> str:
+    """`decision`'s explanation with each quote of the conversation rendered by `quote`."""
+    return explanation(
+        decision.bundle, decision.matched, decision.dropped, decision.plan.interventions,
+        decision.errors, decision.failed_closed, quote,
+    )

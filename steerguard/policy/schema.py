@@ -10,7 +10,9 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -23,19 +25,40 @@ from steerguard.runtime.plan import Operation, Positions
 
 Scalar = str | int | float | bool
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+NAME = re.compile(_ID)
+
+
+def _plain_name(value: str) -> str:
+    if not NAME.fullmatch(value):
+        raise ValueError(f"{value[:80]!r} is not a plain name: letters, digits, '_', '.' and "
+                         "'-', starting with a letter or digit (it names files)")
+    return value
+
+
+# Names that become file names (library vectors, probes/<condition>.json): no path in them.
+Name = Annotated[str, AfterValidator(_plain_name), Field(json_schema_extra={"pattern": _ID})]
+MAX_LAYER = 1023  # the highest layer index a bundle may name (a bound, not a model's size)
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False
+    )
 
 
 def _parse_layers(value: Any) -> Any:
     """Accept [8, 9, 10] or the range string '8-14' (inclusive)."""
     if isinstance(value, str):
-        m = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", value)
-        if not m or int(m[1]) > int(m[2]):
-            raise ValueError(f"layers {value!r}: expected a list of ints or a range 'a-b', a<=b")
-        return list(range(int(m[1]), int(m[2]) + 1))
+        m = re.fullmatch(r"\s*(\d{1,9})\s*-\s*(\d{1,9})\s*", value)
+        if not m:
+            raise ValueError(f"layers {value!r}: expected a list of ints or a range 'a-b'")
+        low, high = int(m[1]), int(m[2])
+        if low > high:
+            raise ValueError(f"layers {value!r}: the range is reversed; expected 'a-b' with "
+                             f"a <= b, e.g. '{high}-{low}'")
+        if high > MAX_LAYER:
+            raise ValueError(f"layers {value!r}: layer {high} is beyond {MAX_LAYER}")
+        return list(range(low, high + 1))
     return value
 
 
@@ -43,8 +66,8 @@ def _check_layers(layers: tuple[int, ...] | None) -> tuple[int, ...] | None:
     if layers is not None:
         if len(set(layers)) != len(layers):
             raise ValueError(f"layers {list(layers)} repeat a layer")
-        if any(x < 0 for x in layers):
-            raise ValueError(f"layers {list(layers)} must be >= 0")
+        if any(not 0 <= x <= MAX_LAYER for x in layers):
+            raise ValueError(f"layers {list(layers)} must be within 0..{MAX_LAYER}")
     return layers
 
 
@@ -68,7 +91,13 @@ def _auto_or_number(value: Any) -> str:
     return "auto" if isinstance(value, str) else "number"
 
 
-Layers = Annotated[tuple[int, ...], Field(min_length=1)]
+# A list of layer indexes or the range string 'a-b'.
+Layers = Annotated[
+    tuple[int, ...],
+    BeforeValidator(_parse_layers),
+    AfterValidator(_check_layers),
+    Field(min_length=1),
+]
 
 
 # ---------------------------------------------------------------- vectors, fields, limits
@@ -77,7 +106,7 @@ Layers = Annotated[tuple[int, ...], Field(min_length=1)]
 class VectorSpec(_Spec):
     """A name rules use, bound to a vector in the library and its defaults."""
 
-    concept: str | None = Field(
+    concept: Name | None = Field(
         default=None, description="Vector name in the library; defaults to this entry's key."
     )
     hash: str | None = Field(
@@ -92,8 +121,6 @@ class VectorSpec(_Spec):
     )
     description: str = ""
 
-    _layers = field_validator("layers", mode="before")(_parse_layers)
-    _layers_ok = field_validator("layers")(_check_layers)
     _pos = field_validator("positions")(_check_positions)
 
 
@@ -131,9 +158,9 @@ class ActivationSpec(_Spec):
     """A condition read from the model's own prompt activations (a calibrated probe)."""
 
     layer: int | None = Field(
-        default=None, ge=0, description="Decoder layer whose output the probe reads."
+        default=None, ge=0, le=MAX_LAYER, description="Decoder layer whose output the probe reads."
     )
-    layers: tuple[int, ...] | None = Field(
+    layers: Layers | None = Field(
         default=None,
         description="Or several layers read together (a list or 'a-b'): the probe averages "
         "their standardised projections; the decision waits for the last of them.",
@@ -148,16 +175,10 @@ class ActivationSpec(_Spec):
     )
     description: str = ""
 
-    _layers = field_validator("layers", mode="before")(_parse_layers)
-
     @model_validator(mode="after")
     def _one_reading(self) -> ActivationSpec:
         if (self.layer is None) == (self.layers is None):
             raise ValueError("give exactly one of `layer` (one layer) or `layers` (several)")
-        if self.layers is not None:
-            if not self.layers:
-                raise ValueError("layers must name at least one layer")
-            _check_layers(self.layers)
         return self
 
     @property
@@ -419,8 +440,6 @@ class ApplySpec(_Spec):
     def _bare_name(cls, value: Any) -> Any:
         return {"vector": value} if isinstance(value, str) else value
 
-    _layers = field_validator("layers", mode="before")(_parse_layers)
-    _layers_ok = field_validator("layers")(_check_layers)
     _pos = field_validator("positions")(_check_positions)
 
 
@@ -446,7 +465,11 @@ class BundleSpec(_Spec):
     """One policy bundle: `bundle.yaml` in a folder, or a single YAML file."""
 
     model_config = ConfigDict(
-        extra="forbid", frozen=True, populate_by_name=True, coerce_numbers_to_str=True
+        extra="forbid",
+        frozen=True,
+        populate_by_name=True,
+        coerce_numbers_to_str=True,
+        allow_inf_nan=False,
     )
 
     name: Annotated[str, Field(pattern=_ID)]
@@ -463,10 +486,10 @@ class BundleSpec(_Spec):
         description="Folder of concept datasets, relative to the bundle: a vector without "
         "strength or layers takes its concept's recommended_strength / default_layers.",
     )
-    vectors: dict[str, VectorSpec] = Field(min_length=1)
+    vectors: dict[Name, VectorSpec] = Field(min_length=1)
     profile: dict[str, FieldSpec] = Field(default_factory=dict)
     context: dict[str, FieldSpec] = Field(default_factory=dict)
-    activations: dict[str, ActivationSpec] = Field(default_factory=dict)
+    activations: dict[Name, ActivationSpec] = Field(default_factory=dict)
     rules: list[RuleSpec] = Field(default_factory=list)
 
 

@@ -32,9 +32,15 @@ class PolicyStore:
     """Holds the PolicyEngine in force. Readers take one reference per request, so a reload
     in the middle of a request never mixes two revisions."""
 
-    def __init__(self, path: str | Path, catalog: VectorCatalog | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        catalog: VectorCatalog | None = None,
+        num_layers: int | None = None,
+    ) -> None:
         self.path = Path(path)
         self.catalog = catalog
+        self.num_layers = num_layers  # the model's, when known: a layer beyond it is an error
         self._lock = threading.Lock()  # serialises reloads, not reads
         self._engine: PolicyEngine | None = None
         self.last_error: PolicyError | None = None
@@ -65,7 +71,7 @@ class PolicyStore:
         with self._lock:
             current = self._engine
             try:
-                bundle = load_bundle(self.path, self.catalog)
+                bundle = load_bundle(self.path, self.catalog, self.num_layers)
             except PolicyError as e:
                 self.last_error = e
                 if current is not None:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from steerguard.policy.activation import ActivationProbe
 from steerguard.policy.bundle import Bundle
 from steerguard.policy.catalog import VectorCatalog
 from steerguard.policy.decision import Decision, DropReason
@@ -16,13 +15,17 @@ from steerguard.policy.engine import PolicyEngine
 from steerguard.policy.errors import PolicyError, PolicyIssue, ProfileError
 from steerguard.policy.inputs import ChatMessage, RequestContext, UserProfile
 from steerguard.policy.loader import BUNDLE_FILE, load_bundle
-from steerguard.policy.yamlsource import parse_yaml
+from steerguard.policy.validation import validate
+from steerguard.policy.yamlsource import read_yaml
+
+if TYPE_CHECKING:
+    from steerguard.policy.activation import ActivationProbe
 
 TOLERANCE = 1e-6
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ExpectedVector(_Strict):
@@ -115,10 +118,14 @@ def find_test_files(bundle_path: Path) -> list[Path]:
     return sorted((folder / "tests").glob("*.yaml")) + sorted((folder / "tests").glob("*.yml"))
 
 
-def run_bundle_tests(path: str | Path, catalog: VectorCatalog | None = None) -> BundleReport:
+def run_bundle_tests(
+    path: str | Path, catalog: VectorCatalog | None = None, num_layers: int | None = None
+) -> BundleReport:
+    from steerguard.policy.activation import ActivationProbe  # torch: only to run tests
+
     path = Path(path)
     try:
-        bundle = load_bundle(path, catalog)
+        bundle = load_bundle(path, catalog, num_layers)
     except PolicyError as e:
         return BundleReport(bundle=None, path=path, error=e)
     report = BundleReport(bundle=bundle, path=path)
@@ -134,29 +141,30 @@ def run_bundle_tests(path: str | Path, catalog: VectorCatalog | None = None) -> 
             report.results.append(result)
             if result.decision is not None:
                 exercised.update(result.decision.rule_ids)
-    if issues:
-        report.error = PolicyError(issues)
     report.uncovered = [r.spec.id for r in bundle.rules if r.spec.id not in exercised]
     for name in bundle.spec.activations:
         probe_file = bundle.root / "probes" / f"{name}.json"
-        if probe_file.is_file():
-            report.probes.append(ActivationProbe.load(probe_file))
-        else:
+        if not probe_file.is_file():
             report.uncalibrated.append(name)
+            continue
+        try:
+            report.probes.append(ActivationProbe.load(probe_file))
+        except (OSError, ValueError) as e:  # ValueError: pydantic's, and bad UTF-8
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            issues.append(PolicyIssue(message=f"cannot read the probe: {first}",
+                                      file=str(probe_file),
+                                      expected="a probe written by `steerguard eval`"))
+    if issues:
+        report.error = PolicyError(issues)
     return report
 
 
 def _load_test_file(file: Path, issues: list[PolicyIssue]) -> PolicyTestFile | None:
-    doc = parse_yaml(file.read_text(encoding="utf-8"), str(file))
+    doc = read_yaml(file)
     if doc.issues:
         issues.extend(doc.issues)
         return None
-    try:
-        return PolicyTestFile.model_validate(doc.data)
-    except ValidationError as e:
-        for err in e.errors():
-            issues.append(doc.issue(tuple(err["loc"]), err["msg"]))
-        return None
+    return validate(PolicyTestFile, doc.data, doc, (), issues)
 
 
 def run_case(engine: PolicyEngine, case: Case, defaults: Inputs, file: str = "") -> CaseResult:

@@ -1,30 +1,24 @@
 """Text predicates: whole-word keywords and regular expressions that cannot stall the engine.
 
 Regexes run under the `regex` module's timeout (REGEX_TIMEOUT_S per search) on at most
-MAX_TEXT_CHARS characters. Without the `regex` module they fall back to `re` with a shorter
-input cap and patterns with nested quantifiers (the catastrophic-backtracking shape, e.g.
-`(a+)+`) are rejected at load. Keyword lists compile to one alternation of escaped literals,
-which `re` matches in time linear in the text.
+MAX_TEXT_CHARS characters, so a catastrophically backtracking pattern such as `(a+)+` costs
+a bounded time and fails the evaluation. Keyword lists compile to one alternation of escaped
+literals, which `re` matches in time linear in the text.
 """
 
 from __future__ import annotations
 
 import re
 
+import regex
+
 from steerguard.policy.errors import EvaluationError
 
-try:  # `regex` is a transformers dependency, so normally present.
-    import regex as _regex
-except ImportError:  # pragma: no cover - exercised only without the module
-    _regex = None
-
-HAS_TIMEOUT = _regex is not None
 # Wall-clock, so it must outlast a GIL hand-off (5 ms switch interval) while a generation
 # thread runs; a hostile pattern still costs at most this per search.
 REGEX_TIMEOUT_S = 0.05
-MAX_TEXT_CHARS = 20_000 if HAS_TIMEOUT else 2_000
+MAX_TEXT_CHARS = 20_000
 
-_NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*[+*}](?:[^()\\]|\\.)*\)\s*[+*{]")
 Span = tuple[int, int]
 
 
@@ -51,27 +45,13 @@ class BoundedRegex:
 
     def __init__(self, pattern: str, ignore_case: bool = True) -> None:
         self.pattern = pattern
-        if _regex is not None:
-            try:
-                self._re = _regex.compile(pattern, _regex.IGNORECASE if ignore_case else 0)
-            except _regex.error as e:
-                raise ValueError(f"invalid regex: {e}") from e
-        else:
-            try:
-                self._re = re.compile(pattern, re.IGNORECASE if ignore_case else 0)
-            except re.error as e:
-                raise ValueError(f"invalid regex: {e}") from e
-            if _NESTED_QUANTIFIER.search(pattern):
-                raise ValueError(
-                    "nested quantifiers such as (a+)+ can backtrack catastrophically and the "
-                    "'regex' module (which bounds run time) is not installed"
-                )
+        try:
+            self._re = regex.compile(pattern, regex.IGNORECASE if ignore_case else 0)
+        except regex.error as e:
+            raise ValueError(f"invalid regex: {e}") from e
 
     def search(self, text: str) -> Span | None:
         text = text[:MAX_TEXT_CHARS]
-        if _regex is None:
-            m = self._re.search(text)
-            return m.span() if m else None
         try:
             m = self._re.search(text, timeout=REGEX_TIMEOUT_S)
         except TimeoutError as e:

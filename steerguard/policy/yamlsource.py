@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
 
+from steerguard.inputfiles import MAX_YAML_BYTES, InputFileError, Problem, read_text
+from steerguard.inputfiles import parse_yaml as parse_bounded
 from steerguard.policy.errors import PolicyIssue
 
 Loc = tuple[str | int, ...]
@@ -48,7 +51,8 @@ class YamlDoc:
 
 def _child(node: yaml.Node | None, item: str | int) -> yaml.Node | None:
     if isinstance(node, yaml.MappingNode) and isinstance(item, str):
-        for key, value in node.value:
+        # from the end: after a merge (<<) the mapping's own keys come last, and they win
+        for key, value in reversed(node.value):
             if isinstance(key, yaml.ScalarNode) and key.value == item:
                 return value
     if isinstance(node, yaml.SequenceNode) and isinstance(item, int):
@@ -56,55 +60,27 @@ def _child(node: yaml.Node | None, item: str | int) -> yaml.Node | None:
     return None
 
 
-def _duplicate_keys(node: yaml.Node, file: str, out: list[PolicyIssue]) -> None:
-    # PyYAML silently keeps the last of two equal keys; a policy author never means that.
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key, value in node.value:
-            if isinstance(key, yaml.ScalarNode):
-                if key.value in seen:
-                    out.append(
-                        PolicyIssue(
-                            message=f"duplicate key {key.value!r}",
-                            file=file,
-                            line=key.start_mark.line + 1,
-                            column=key.start_mark.column + 1,
-                            expected="each key once per mapping",
-                        )
-                    )
-                seen.add(key.value)
-            _duplicate_keys(value, file, out)
-    elif isinstance(node, yaml.SequenceNode):
-        for value in node.value:
-            _duplicate_keys(value, file, out)
+def issue_of(problem: Problem) -> PolicyIssue:
+    return PolicyIssue(message=problem.message, file=problem.file, line=problem.line,
+                       column=problem.column, field=problem.field, expected=problem.expected)
 
 
 def parse_yaml(text: str, file: str) -> YamlDoc:
-    """Parse one YAML document; syntax errors become issues with the parser's position."""
+    """Parse one bounded YAML document (steerguard.inputfiles); syntax, encoding and limit
+    errors, duplicate keys and non-finite numbers become issues with their positions."""
     try:
-        loader = yaml.SafeLoader(text)
-        try:
-            root = loader.get_single_node()
-            data = loader.construct_document(root) if root is not None else None
-        finally:
-            loader.dispose()
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        return YamlDoc(
-            file=file,
-            data=None,
-            root=None,
-            issues=[
-                PolicyIssue(
-                    message=f"YAML syntax: {e.problem or e.context}",
-                    file=file,
-                    line=mark.line + 1 if mark else None,
-                    column=mark.column + 1 if mark else None,
-                    expected="valid YAML",
-                )
-            ],
-        )
-    doc = YamlDoc(file=file, data=data, root=root)
-    if root is not None:
-        _duplicate_keys(root, file, doc.issues)
-    return doc
+        tree = parse_bounded(text, file)
+    except InputFileError as e:
+        return YamlDoc(file=file, data=None, root=None, issues=[issue_of(p) for p in e.problems])
+    return YamlDoc(file=file, data=tree.data, root=tree.root,
+                   issues=[issue_of(p) for p in tree.problems])
+
+
+def read_yaml(path: Path) -> YamlDoc:
+    """A policy author's YAML file (a bundle, a policy test, a concept.yaml), bounded."""
+    try:
+        text = read_text(path, MAX_YAML_BYTES)
+    except InputFileError as e:
+        return YamlDoc(file=str(path), data=None, root=None,
+                       issues=[issue_of(p) for p in e.problems])
+    return parse_yaml(text, str(path))

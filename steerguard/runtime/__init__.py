@@ -1,12 +1,31 @@
-"""Steering runtime: load a model, compile plans, generate with measured interventions."""
+"""Steering runtime: load a model, compile plans, generate with measured interventions.
 
-from steerguard.runtime.engine import GenerationParams, SteeringEngine, StreamChunk
-from steerguard.runtime.loading import BUNDLED, LoadedModel, load_model, wrap_model
-from steerguard.runtime.plan import Intervention, Operation, Positions, PositionScope, SteeringPlan
-from steerguard.runtime.program import Probe
-from steerguard.runtime.report import InterventionReport, LayerMeasurement
-from steerguard.runtime.result import GenerationResult
+The names below load on first use, so importing a light module of the package (`plan`, the
+data types policy and audit records use) does not import torch and transformers."""
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_WHERE = {
+    "GenerationParams": "engine",
+    "SteeringEngine": "engine",
+    "StreamChunk": "engine",
+    "BUNDLED": "loading",
+    "LoadedModel": "loading",
+    "load_model": "loading",
+    "wrap_model": "loading",
+    "Intervention": "plan",
+    "Operation": "plan",
+    "Positions": "plan",
+    "PositionScope": "plan",
+    "SteeringPlan": "plan",
+    "Probe": "program",
+    "InterventionReport": "report",
+    "LayerMeasurement": "report",
+    "GenerationResult": "result",
+}
 __all__ = [
     "BUNDLED",
     "GenerationParams",
@@ -25,3 +44,23 @@ __all__ = [
     "load_model",
     "wrap_model",
 ]
+
+if TYPE_CHECKING:
+    from steerguard.runtime.engine import GenerationParams, SteeringEngine, StreamChunk
+    from steerguard.runtime.loading import BUNDLED, LoadedModel, load_model, wrap_model
+    from steerguard.runtime.plan import (
+        Intervention,
+        Operation,
+        Positions,
+        PositionScope,
+        SteeringPlan,
+    )
+    from steerguard.runtime.program import Probe
+    from steerguard.runtime.report import InterventionReport, LayerMeasurement
+    from steerguard.runtime.result import GenerationResult
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)

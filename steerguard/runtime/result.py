@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from steerguard.runtime.report import InterventionReport
+
+if TYPE_CHECKING:
+    import torch
 
 FinishReason = Literal["stop", "length", "cancelled"]
 
 
 class GenerationResult(BaseModel):
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(frozen=True)
 
     text: str
     token_ids: tuple[int, ...]
@@ -21,8 +23,20 @@ class GenerationResult(BaseModel):
     finish_reason: FinishReason
     reports: tuple[InterventionReport, ...] = ()
     latency_s: float = 0.0
-    logits: torch.Tensor | None = None  # [new_tokens, vocab] when asked for
+    # [new_tokens, vocab] when asked for; typed Any so that audit records, which carry
+    # results, do not import torch (the check below does, when there are logits)
+    logits: Any = None
     probe_scores: dict[str, float] = {}
+
+    @field_validator("logits")
+    @classmethod
+    def _a_tensor(cls, value: Any) -> torch.Tensor | None:
+        if value is not None:
+            import torch
+
+            if not isinstance(value, torch.Tensor):
+                raise ValueError(f"logits must be a torch.Tensor, not {type(value).__name__}")
+        return value
 
     @property
     def completion_tokens(self) -> int:

@@ -98,6 +98,7 @@ METRIC_AUDIT_SPILLED: Final = "steerguard.audit.records.spilled"
 METRIC_AUDIT_DROPPED: Final = "steerguard.audit.records.dropped"
 METRIC_AUDIT_REWRITTEN: Final = "steerguard.audit.records.rewritten"
 METRIC_AUDIT_LOST: Final = "steerguard.audit.records.lost"
+METRIC_AUDIT_SPILL_REJECTED: Final = "steerguard.audit.spill.rejected"
 
 # Bucket advice from the conventions for the two gen_ai.client.* histograms.
 TOKEN_USAGE_BUCKETS: Final = (

@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     from steerguard.runtime.plan import Intervention
 
 # What an audit log reports when asked; missing keys are simply not observed.
-AuditStat = Literal["queue_depth", "written", "spilled", "dropped", "rewritten", "lost"]
+AuditStat = Literal[
+    "queue_depth", "written", "spilled", "dropped", "rewritten", "lost", "spill_rejected"
+]
 AuditStats = Callable[[], Mapping[str, int]]
 _NO_RULE = "none"
 
@@ -80,6 +82,8 @@ class SteerguardMetrics:
              "the server lost after acknowledging them, written again"),
             ("lost", a.METRIC_AUDIT_LOST,
              "the server lost after acknowledging them, too late to write again"),
+            ("spill_rejected", a.METRIC_AUDIT_SPILL_REJECTED,
+             "set aside: spill file lines that were not records, kept in <spill>.rejected"),
         ):
             meter.create_observable_counter(
                 name,
@@ -179,6 +183,6 @@ def audit_log_stats(log: AuditLogLike) -> AuditStats:
             depth = c.queued - c.written - c.spilled - c.dropped_masking - c.dropped_error
         return {"queue_depth": max(0, int(depth)), "written": c.written,
                 "spilled": c.spilled, "dropped": c.dropped, "rewritten": c.rewritten,
-                "lost": c.lost_by_server}
+                "lost": c.lost_by_server, "spill_rejected": c.spill_rejected}
 
     return stats

@@ -1,16 +1,15 @@
-"""Concept datasets: contrastive pairs on disk (policies/concepts/<name>/)."""
+"""Concept datasets: contrastive pairs on disk (steerguard/policies/concepts/<name>/)."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import TypeVar
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from steerguard.errors import VectorError
+from steerguard.inputfiles import InputFileError, json_lines, load_yaml
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -32,7 +31,7 @@ class EvalPrompt(BaseModel):
 
 
 class ConceptMeta(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     name: str
     description: str = ""
@@ -56,13 +55,13 @@ class Concept(BaseModel):
 def read_jsonl(path: Path, model: type[T]) -> list[T]:
     """Parse one JSON object per line; errors name the file, line and field."""
     items: list[T] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    try:
+        rows = json_lines(path)
+    except InputFileError as exc:
+        raise VectorError(str(exc)) from None
+    for number, row in rows:
         try:
-            items.append(model.model_validate(json.loads(line)))
-        except json.JSONDecodeError as exc:
-            raise VectorError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+            items.append(model.model_validate(row))
         except ValidationError as exc:
             first = exc.errors()[0]
             field = ".".join(str(p) for p in first["loc"]) or "(line)"
@@ -77,8 +76,10 @@ def load_concept(folder: Path) -> Concept:
         if not required.is_file():
             raise VectorError(f"concept folder {folder} lacks {required.name}")
     try:
-        meta = ConceptMeta.model_validate(yaml.safe_load(meta_path.read_text(encoding="utf-8")))
-    except (yaml.YAMLError, ValidationError) as exc:
+        meta = ConceptMeta.model_validate(load_yaml(meta_path))
+    except InputFileError as exc:
+        raise VectorError(str(exc)) from None
+    except ValidationError as exc:
         raise VectorError(f"{meta_path}: {exc}") from exc
     pairs = read_jsonl(train_path, ContrastPair)
     if len(pairs) < 2:

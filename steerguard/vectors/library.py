@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from steerguard.errors import VectorError
+from steerguard.home import steerguard_home
+from steerguard.resources import shipped_vectors_dir
 from steerguard.runtime.engine import SteeringEngine
-from steerguard.runtime.loading import steerguard_home
 from steerguard.vectors.datasets import load_concepts
 from steerguard.vectors.fingerprint import ModelFingerprint
 from steerguard.vectors.steering_vector import SteeringVector
@@ -26,11 +28,19 @@ def _slug(fingerprint: ModelFingerprint) -> str:
 
 
 class VectorLibrary:
-    """`root/<model>/<name>.safetensors`; default root is $STEERGUARD_HOME/vectors."""
+    """`root/<model>/<name>.safetensors`; default root is $STEERGUARD_HOME/vectors.
 
-    def __init__(self, fingerprint: ModelFingerprint, root: Path | None = None) -> None:
+    `build` takes a vector from `shipped/<model>/` (default: the package's own, built for the
+    bundled model) when it was made from the same data, method and pooling for this model,
+    and extracts it only otherwise.
+    """
+
+    def __init__(
+        self, fingerprint: ModelFingerprint, root: Path | None = None, shipped: Path | None = None
+    ) -> None:
         self.fingerprint = fingerprint
         self.folder = Path(root or steerguard_home() / "vectors") / _slug(fingerprint)
+        self.shipped = Path(shipped or shipped_vectors_dir()) / _slug(fingerprint)
 
     def path(self, name: str) -> Path:
         if not _NAME.match(name):
@@ -64,34 +74,50 @@ class VectorLibrary:
         method: Method = "mean_diff",
         pooling: Pooling = "mean_skip_first",
     ) -> list[SteeringVector]:
-        """Extract every concept (or those in `names`) whose stored vector is missing or was
-        built from other data, or with another method or pooling."""
+        """Make every concept (or those in `names`) whose stored vector is missing or was
+        built from other data, or with another method or pooling: copied from the shipped
+        vectors when one fits, else extracted. `force` extracts them all."""
         from steerguard.vectors.extraction import extract
 
         built = []
         for concept in load_concepts(concepts_dir):
-            if names is not None and concept.meta.name not in names:
+            name = concept.meta.name
+            if names is not None and name not in names:
                 continue
-            current = self._current(concept.meta.name, concept.dataset_hash)
-            if current is not None and (current.extraction.method, current.extraction.pooling) != (
-                method,
-                pooling,
-            ):
-                current = None
-            if current is None or force:
+            wanted = (concept.dataset_hash, method, pooling)
+            current = None if force else self._fitting(self.path(name), wanted)
+            if current is None and not force:
+                current = self._copy_shipped(name, wanted)
+            if current is None:
                 current = extract(engine, concept, method=method, pooling=pooling)
                 self.save(current)
             built.append(current)
         return built
 
-    def _current(self, name: str, dataset_hash: str) -> SteeringVector | None:
-        if not self.path(name).is_file():
+    def _fitting(self, path: Path, wanted: tuple[str, str, str]) -> SteeringVector | None:
+        """The vector at `path` if it fits the model and was made as `wanted` (dataset hash,
+        method, pooling); None when missing, unreadable, for another model or stale."""
+        if not path.is_file():
             return None
         try:
-            vector = self.load(name)
+            vector = load_vector(path, self.fingerprint)
         except VectorError:
-            return None  # unreadable or for another model: rebuild
-        return vector if vector.extraction.dataset_hash == dataset_hash else None
+            return None
+        ex = vector.extraction
+        return vector if (ex.dataset_hash, ex.method, ex.pooling) == wanted else None
+
+    def _copy_shipped(self, name: str, wanted: tuple[str, str, str]) -> SteeringVector | None:
+        source = self.shipped / f"{name}.safetensors"
+        if source.resolve() == self.path(name).resolve():
+            return None  # rebuilding the shipped library itself
+        vector = self._fitting(source, wanted)
+        if vector is not None:
+            # Byte for byte: the copy keeps the content hash that policies may pin.
+            self.folder.mkdir(parents=True, exist_ok=True)
+            tmp = self.path(name).with_suffix(".tmp")
+            shutil.copyfile(source, tmp)
+            tmp.replace(self.path(name))
+        return vector
 
     def load_into(
         self,

@@ -17,7 +17,8 @@ BUNDLE = BundleRef(name="child-safety", revision="2025.06.1",
 
 
 def decision(n: int = 0, *, vectors: tuple[str, ...] = ("calm", "formal"),
-             rule: str = "minor-calm", detail: str = "I am 12 years old") -> Decision:
+             rule: str = "minor-calm", quote: str = "I am 12 years old",
+             detail: str = "") -> Decision:
     interventions = tuple(
         Intervention(vector=v, vector_hash=hashlib.sha256(v.encode()).hexdigest()[:16],
                      layers=(10, 11, 12), strength=0.08 + 0.01 * i, op=Operation.ADD,
@@ -29,7 +30,8 @@ def decision(n: int = 0, *, vectors: tuple[str, ...] = ("calm", "formal"),
         bundle=BUNDLE,
         matched=(RuleMatch(rule_id=rule, priority=10, description="minors get a calm tone",
                            evidence=(Evidence(predicate="regex", source="message.user",
-                                              detail=detail, span=(0, len(detail))),)),),
+                                              detail=detail, quote=quote,
+                                              span=(0, len(quote))),)),),
         dropped=(Dropped(rule_id="upbeat", vector="cheerful", reason=DropReason.LOST_GROUP,
                          detail="lost exclusive group 'tone' to minor-calm"),),
         plan=SteeringPlan(interventions=interventions),

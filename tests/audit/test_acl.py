@@ -28,8 +28,7 @@ def _as(server: OwnServer, user: str) -> redis.Redis:
 
 def test_writer_writes_through_the_log_and_reader_reads(users: OwnServer, tmp_path: Path
                                                         ) -> None:
-    cfg = AuditConfig(redis_url=f"redis://writer:writer-pw@127.0.0.1:{users.port}/0",
-                      home=tmp_path)
+    cfg = AuditConfig(redis_url=users.url_as("writer", "writer-pw"), home=tmp_path)
     with AuditLog(cfg) as log:
         d = f.decision(1)
         ids = log.record(d, f.result(d), user_id="alice", session_id="s1")
@@ -46,9 +45,8 @@ def test_reader_url_serves_queries_while_the_log_writes_as_writer(
 ) -> None:
     """The deployment split of docker-compose.yml: STEERGUARD_REDIS_URL as `writer`,
     STEERGUARD_REDIS_READER_URL as `reader`; queries and verify go through the reader."""
-    base = f"127.0.0.1:{users.port}/0"
-    monkeypatch.setenv("STEERGUARD_REDIS_URL", f"redis://writer:writer-pw@{base}")
-    monkeypatch.setenv("STEERGUARD_REDIS_READER_URL", f"redis://reader:reader-pw@{base}")
+    monkeypatch.setenv("STEERGUARD_REDIS_URL", users.url_as("writer", "writer-pw"))
+    monkeypatch.setenv("STEERGUARD_REDIS_READER_URL", users.url_as("reader", "reader-pw"))
     cfg = AuditConfig.load(home=tmp_path)
     with AuditLog(cfg) as log:
         d = f.decision(2)

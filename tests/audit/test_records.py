@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +104,7 @@ def test_user_is_a_keyed_hash_and_text_is_off_by_default() -> None:
 
 
 def test_without_store_text_evidence_does_not_quote_the_user() -> None:
-    d = f.decision(detail="/(\\d+) years old/ matched 'I am 12 years old'")
+    d = f.decision(detail="/(\\d+) years old/ matched", quote="I am 12 years old")
     d = d.model_copy(update={"explanation": explanation(
         d.bundle, d.matched, d.dropped, d.plan.interventions, [], False)})
     assert "I am 12 years old" in d.explanation
@@ -111,16 +112,16 @@ def test_without_store_text_evidence_does_not_quote_the_user() -> None:
     detail = dec["rules"][0]["evidence"][0]["detail"]
     assert detail.startswith("/(\\d+) years old/ matched [text withheld, hmac ")
     assert "12 years" not in str(dec)  # nor in the explanation
-    assert dec["rules"][0]["evidence"][0]["span"] == [0, len(d.matched[0].evidence[0].detail)]
+    assert dec["rules"][0]["evidence"][0]["span"] == [0, len(d.matched[0].evidence[0].quote)]
     kept = _build(_builder(store_text=True), _item(d, f.result(d)))[0][0]
     assert "I am 12 years old" in kept["rules"][0]["evidence"][0]["detail"]
 
 
 def test_text_when_configured_is_masked() -> None:
-    d = f.decision(detail="reach me on 0044 7700 900123")
+    d = f.decision(quote="reach me on 0044 7700 900123")
     dec = _build(_builder(store_text=True), _item(d, f.result(d)))[0][0]
     assert dec["content"]["prompt_text"] == "Mail me at [EMAIL]"
-    assert dec["rules"][0]["evidence"][0]["detail"] == "reach me on [NUMBER]"
+    assert dec["rules"][0]["evidence"][0]["detail"] == "'reach me on [NUMBER]'"
 
 
 @pytest.mark.parametrize(("name", "plain", "texts"), [
@@ -240,3 +241,53 @@ def test_mask_rules_from_a_config_file(tmp_path: Path) -> None:
     cfg_file.write_text("audit:\n  mask_rules:\n    - name: bad\n      pattern: '(unclosed'\n")
     with pytest.raises(AuditConfigError, match="does not compile"):
         AuditConfig.load(cfg_file)
+
+
+ROLES = {"system", "user", "assistant", "tool"}  # message sources name the role
+QUOTING_RULES = """
+- id: r1
+  when: {keywords: {words: [refund]}}
+  apply: [caution]
+- id: r2
+  when: {regex: {pattern: '\\w+ matched \\w+'}}
+  apply: [empathy]
+- id: r3
+  when: {keywords: {words: [assistant], in: system}}
+  apply: [concise]
+- id: r4
+  when: {regex: {pattern: 'w\\w+', in: turns, last: 3}}
+  apply: [formal]
+- id: r5
+  when: {regex: {pattern: 'r\\w+', in: tool_result}}
+- id: r6
+  when: {all: [{regex: {pattern: 'call \\d+'}}, {not: {keywords: {words: [never]}}}]}
+"""
+
+CONVERSATIONS = [
+    [("system", "You are a helpful assistant for Wobbleton Ltd."),
+     ("user", "Please refund me: the zebra matched my quokka, call 5550123 xylophone"),
+     ("assistant", "Which order was that, winsome traveller?"),
+     ("tool", "receipt R-88 for jellyfish umbrellas"),
+     ("user", "Refund the wombat order 'matched' quickly, call 77")],
+    [("user", "zzz matched zzz refund"), ("tool", "rutabaga")],
+]
+
+
+@pytest.mark.parametrize("conversation", CONVERSATIONS)
+def test_without_store_text_no_record_holds_user_text(conversation) -> None:  # type: ignore[no-untyped-def]
+    from steerguard.policy.inputs import ChatMessage
+    from tests.policy.helpers import bundle_yaml, engine
+
+    messages = [ChatMessage(role=r, content=c, name="lookup" if r == "tool" else None)
+                for r, c in conversation]
+    d = engine(QUOTING_RULES).decide(messages, None, None, {"harmful": 0.0})
+    assert {e.quote for m in d.matched for e in m.evidence} - {None}  # something was quoted
+    policy_words = set(re.findall(r"\w+", bundle_yaml(QUOTING_RULES).lower()))
+    words = {w for _, text in conversation for w in re.findall(r"\w+", text.lower())}
+    secret = {w for w in words if len(w) > 3 and w not in policy_words | ROLES}
+    bodies, err = _build(_builder(), _item(d, prompt=None))
+    assert err is None
+    stored = json.dumps(bodies).lower()
+    assert not {w for w in secret if w in stored}
+    kept = json.dumps(_build(_builder(store_text=True), _item(d, prompt=None))[0]).lower()
+    assert {w for w in secret if w in kept}  # the same records quote it when configured

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from steerguard.audit import AuditConfig, AuditLog, AuditStore
+from steerguard.audit.local_cluster import wait_until
 
 from . import factories as f
 from .conftest import OwnServer
@@ -21,27 +22,31 @@ def test_sigkill_and_restart_loses_and_duplicates_nothing(own_server: OwnServer,
                       spill_fsync=False, batch_size=16)
     log = AuditLog(cfg)
     ids: list[str] = []
-    done = threading.Event()
+    halfway, back = threading.Event(), threading.Event()
 
     def produce() -> None:
         for i in range(400):
             d = f.decision(i)
             ids.extend(log.record(d, f.result(d), user_id=f"user-{i % 7}", session_id="s"))
+            if i == 100:
+                halfway.set()
+            if i == 300:  # the last hundred arrive once the server is back
+                assert back.wait(30)
             time.sleep(0.001)
-        done.set()
 
     producer = threading.Thread(target=produce)
     producer.start()
-    time.sleep(0.15)
+    assert halfway.wait(30)
     own_server.kill()
-    time.sleep(0.3)  # records keep coming: they go to the spill file
-    spilled_during_outage = log.counters.spilled
-    own_server.start()  # same port, same AOF directory
+    # records keep coming: they go to the spill file
+    wait_until(lambda: log.counters.spilled > 0, "records to spill", timeout=30)
+    own_server.start()  # same socket, same AOF directory
+    back.set()
     producer.join()
     assert log.flush(20), log.counters
     counters = log.close()
 
-    assert spilled_during_outage > 0 and counters.replayed > 0
+    assert counters.spilled > 0 and counters.replayed > 0
     assert counters.dropped == 0 and counters.queued == len(ids) == 1200
     assert counters.lost_by_server == 0
     store = AuditStore(own_server.client(), cfg)

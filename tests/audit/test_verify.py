@@ -1,14 +1,20 @@
 from __future__ import annotations
 
 import json
+import random
+import re
 from pathlib import Path
 
 import pytest
 import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
 
 from steerguard.audit import AuditConfig, AuditLog, AuditStore
 from steerguard.audit.chain import canonical, record_hash
 from steerguard.audit.verify import verify_export
+from steerguard.cli.audit import app as audit_cli
 
 from . import factories as f
 
@@ -199,3 +205,88 @@ def test_a_checkpoint_covers_the_last_record_of_an_export(store: AuditStore,
     report = verify_export(path, cp)
     assert not report.ok and report.first is not None
     assert (report.first.kind, report.first.seq) == ("modified", 11)
+
+
+_CORRUPTIONS = {
+    "torn last line": lambda ls: [*ls[:-1], ls[-1][: len(ls[-1]) // 2]],
+    "torn middle line": lambda ls: [*ls[:5], ls[5][:40], *ls[6:]],
+    "random bytes": lambda ls: [*ls[:5], bytes(range(256)).replace(b"\n", b""), *ls[5:]],
+    "invalid JSON": lambda ls: [*ls[:5], b'{"chain": "c", "seq": 5,', *ls[6:]],
+    "a JSON list": lambda ls: [*ls[:5], b"[1, 2, 3]", *ls[6:]],
+    "seq a string": lambda ls: [*ls[:5], ls[5].replace(b'"seq":5', b'"seq":"5"'), *ls[6:]],
+    "seq infinite": lambda ls: [*ls[:5], ls[5].replace(b'"seq":5', b'"seq":1e999'), *ls[6:]],
+    "seq negative": lambda ls: [*ls[:5], ls[5].replace(b'"seq":5', b'"seq":-5'), *ls[6:]],
+    "chain a number": lambda ls: [*ls[:5], re.sub(rb'"chain":"[^"]*"', b'"chain":7', ls[5]),
+                                  *ls[6:]],
+    "deeply nested": lambda ls: [*ls[:5], b"[" * 100_000 + b"]" * 100_000, *ls[6:]],
+    "flipped byte": lambda ls: [*ls[:5], ls[5][:30] + bytes([ls[5][30] ^ 1]) + ls[5][31:],
+                                *ls[6:]],
+    "not UTF-8": lambda ls: [*ls[:5], ls[5].replace(b"calm", b"c\xffm"), *ls[6:]],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_CORRUPTIONS))
+def test_a_corrupted_export_gets_a_verdict_naming_the_file_and_line(
+    store: AuditStore, tmp_path: Path, kind: str
+) -> None:
+    path = tmp_path / "x.jsonl"
+    lines = _CORRUPTIONS[kind](_export(store, path))
+    path.write_bytes(b"\n".join(lines) + (b"" if kind == "torn last line" else b"\n"))
+    report = verify_export(path)
+    assert not report.ok and report.first is not None
+    line = 12 if kind == "torn last line" else 6
+    assert report.first.where == f"x.jsonl:{line}", report.first
+    res = CliRunner().invoke(audit_cli, ["verify", "--file", str(path)])
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit), res.output
+    assert f"x.jsonl:{line}" in res.output
+
+
+def test_a_corrupted_checkpoint_file_is_a_problem_not_a_crash(store: AuditStore,
+                                                             tmp_path: Path) -> None:
+    path, cp = tmp_path / "x.jsonl", tmp_path / "cp.jsonl"
+    _export(store, path)
+    store.checkpoint(cp)
+    good = cp.read_bytes()
+    cp.write_bytes(good + b'{"chains": {"c": {"seq": "x"}}}\n' + b"\xff\n" + good)
+    report = verify_export(path, cp)
+    assert [(p.kind, p.where) for p in report.problems] == [
+        ("unreadable", f"{cp}:2"), ("unreadable", f"{cp}:3")]
+    assert "checkpoint line is not a checkpoint" in report.problems[0].detail
+    assert not store.verify(cp).ok  # the same for the log in Redis
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_verify_export_reads_any_bytes(store: AuditStore, tmp_path: Path,
+                                       data: st.DataObject) -> None:
+    """Whatever the file holds, a verdict comes back, and every problem names a line of it."""
+    original = b"".join(line + b"\n" for line in store.export_lines())
+    blob = bytearray(original)
+    for _ in range(data.draw(st.integers(1, 6), label="changes")):
+        at = data.draw(st.integers(0, len(blob)), label="at")
+        what = data.draw(st.sampled_from(["flip", "cut", "insert", "delete"]), label="what")
+        if what == "flip" and at < len(blob):
+            blob[at] ^= data.draw(st.integers(1, 255), label="xor")
+        elif what == "cut":
+            del blob[at:]
+        elif what == "insert":
+            blob[at:at] = data.draw(st.binary(max_size=40), label="bytes")
+        else:
+            del blob[at:at + data.draw(st.integers(1, 300), label="n")]
+    path = tmp_path / "fuzz.jsonl"
+    path.write_bytes(bytes(blob))
+    report = verify_export(path)
+    n_lines = bytes(blob).count(b"\n") + 1
+    for p in report.problems:
+        assert p.where is not None and p.where.startswith("fuzz.jsonl:")
+        assert 1 <= int(p.where.rsplit(":", 1)[1]) <= n_lines
+    if bytes(blob) == original:
+        assert report.ok
+
+
+def test_random_bytes_are_a_verdict(tmp_path: Path) -> None:
+    path = tmp_path / "noise.jsonl"
+    path.write_bytes(random.Random(7).randbytes(20_000))
+    report = verify_export(path)
+    assert not report.ok and all(p.kind == "unreadable" for p in report.problems)

@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from steerguard.cli.app import app
+from steerguard.resources import concepts_dir
 from steerguard.vectors.gguf_io import export_gguf
 from tests.models import tiny_model
 from tests.runtime.helpers import random_vector
@@ -90,7 +91,7 @@ def test_vectors_build_with_method_and_pooling_rebuilds_when_they_change(tiny_di
     import shutil
 
     concepts = home / "concepts"
-    shutil.copytree(Path(__file__).resolve().parents[2] / "policies/concepts/sentiment",
+    shutil.copytree(concepts_dir() / "sentiment",
                     concepts / "sentiment")
     model = ["--model", str(tiny_dir), "--concepts", str(concepts)]
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
+from steerguard.resources import concepts_dir as shipped_concepts
+
 CONCEPTS = ("sentiment", "concision")
 
 
@@ -41,7 +42,7 @@ def concepts_dir(tmp_path: Path) -> Path:
     """Copies of two shipped concepts (their yaml is edited by --record)."""
     root = tmp_path / "concepts"
     for name in CONCEPTS:
-        shutil.copytree(REPO / "policies" / "concepts" / name, root / name)
+        shutil.copytree(shipped_concepts() / name, root / name)
     return root
 
 

@@ -62,9 +62,9 @@ def test_empathy_subtracts_dismissive_markers() -> None:
 def test_registry_covers_every_shipped_concept_judge() -> None:
     import yaml
 
-    from tests.eval.conftest import REPO
+    from steerguard.resources import concepts_dir as shipped_concepts
 
-    for path in (REPO / "policies" / "concepts").glob("*/concept.yaml"):
+    for path in shipped_concepts().glob("*/concept.yaml"):
         meta = yaml.safe_load(path.read_text())
         assert judge_for(meta.get("judge"), meta["name"]).name in JUDGES
     assert JUDGES["length"].sign == -1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.eval.conftest import REPO
+from steerguard.resources import concepts_dir
 
 pytestmark = pytest.mark.real_model
 
@@ -15,7 +15,7 @@ def test_sentiment_steering_moves_vader(tmp_path, real_engine) -> None:
     from steerguard.vectors.datasets import load_concept
 
     engine = real_engine  # the session's model and vectors: loaded once per test run
-    concept = load_concept(REPO / "policies" / "concepts" / "sentiment")
+    concept = load_concept(concepts_dir() / "sentiment")
     config = SweepConfig(strengths=(-0.08, 0.0, 0.08), prompts_per_concept=3,
                          max_new_tokens=24, baselines=False)
     (summary,) = evaluate(engine, [concept], tmp_path, config).summaries

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import redis
 
-from steerguard.pipeline import default_bundle_path
+from steerguard.resources import default_bundle_path
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 

@@ -46,11 +46,14 @@ class TestSteeredChatModelUnit(ChatModelUnitTests):
 @pytest.mark.real_model
 class TestSteeredChatModelIntegration(ChatModelIntegrationTests):
     @pytest.fixture(autouse=True)
-    def _share_engine(self, real_engine: Any) -> None:
+    def _share_engine(self, real_engine: Any) -> Any:
         # Models the suite builds itself find the session's engine instead of loading again.
-        from steerguard.langchain import chat_model
+        from steerguard.root import Steerguard
 
-        chat_model._engines.setdefault(chat_model.BUNDLED, real_engine)
+        before = Steerguard._default
+        Steerguard.set_default(Steerguard(engine=real_engine, audit=False))
+        yield
+        Steerguard.set_default(before)
 
     @property
     def chat_model_class(self) -> type[BaseChatModel]:

@@ -1,12 +1,19 @@
 from __future__ import annotations
 
+import shutil
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from steerguard.policy.engine import PolicyEngine
 from steerguard.policy.errors import PolicyError
 from steerguard.policy.loader import load_bundle_text
+from steerguard.resources import default_bundle_path, policies_dir
+
+REPO = Path(__file__).resolve().parents[2]
+POLICIES = policies_dir()
+SUPPORT = default_bundle_path()
 
 HEADER = """\
 name: t
@@ -48,3 +55,11 @@ def load_errors(text: str) -> PolicyError:
     with pytest.raises(PolicyError) as e:
         load_bundle_text(text, "t.yaml")
     return e.value
+
+
+def policy_folder(root: Path) -> Path:
+    """`root` as a policy folder beside the shipped one: its concept and condition datasets
+    copied in (a bundle's paths must stay inside its own policy folder)."""
+    for name in ("concepts", "conditions"):
+        shutil.copytree(POLICIES / name, root / name)
+    return root

@@ -19,6 +19,8 @@ from steerguard.policy.activation import (
     metrics_at,
     select_layer,
 )
+from steerguard.policy.errors import PolicyError
+from steerguard.resources import conditions_dir
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -106,7 +108,7 @@ def test_select_layer_prefers_the_separating_layer() -> None:
 
 def test_shipped_condition_datasets_load() -> None:
     for name in ("harmful_request", "distress"):
-        data = load_condition_data(REPO / "policies" / "conditions" / name)
+        data = load_condition_data(conditions_dir() / name)
         assert data.train_pos and data.train_neg and data.eval_pos and data.eval_neg
         assert not set(data.train_pos) & set(data.eval_pos)  # held out means held out
 
@@ -114,12 +116,12 @@ def test_shipped_condition_datasets_load() -> None:
 def test_bad_dataset_line_names_file_and_line(tmp_path: Path) -> None:
     (tmp_path / "train.jsonl").write_text('{"text": "a", "label": true}\n{"text": "b"}\n')
     (tmp_path / "eval.jsonl").write_text("")
-    with pytest.raises(ValueError, match=r"train.jsonl:2"):
+    with pytest.raises(PolicyError, match=r"train.jsonl:2:1, field label: .*label is missing"):
         load_condition_data(tmp_path)
 
 
 def test_shipped_conditions_calibrate_under_several_system_prompts() -> None:
-    data = load_condition_data(REPO / "policies" / "conditions" / "distress")
+    data = load_condition_data(conditions_dir() / "distress")
     assert data.contexts[0] is None and len(data.contexts) >= 3
     assert any(c and "<tools>" in c for c in data.contexts)  # a tool-using agent's prompt
     prompts = data.prompts(["I am furious", "hello"])
@@ -132,13 +134,18 @@ def test_shipped_conditions_calibrate_under_several_system_prompts() -> None:
 
 
 def test_bad_contexts_name_the_file_and_what_was_expected(tmp_path: Path) -> None:
-    (tmp_path / "train.jsonl").write_text('{"text": "a", "label": true}\n')
+    (tmp_path / "train.jsonl").write_text('{"text": "a", "label": true}\n'
+                                          '{"text": "b", "label": false}\n')
     (tmp_path / "eval.jsonl").write_text("")
     (tmp_path / "condition.yaml").write_text("contexts: 3\n")
-    with pytest.raises(ValueError, match=r"condition.yaml: contexts: expected a non-empty list"):
+    with pytest.raises(PolicyError, match=r"condition.yaml:1:11, field contexts: .*; expected "
+                       "a non-empty list"):
         load_condition_data(tmp_path)
-    (tmp_path / "condition.yaml").write_text("contexts: [[{role: bot, content: hi}]]\n")
-    with pytest.raises(ValueError, match=r"role \(system, user or assistant\)"):
+    (tmp_path / "condition.yaml").write_text(
+        "contexts:\n  - null\n  - [{role: bot, content: hi}]\n"
+    )
+    with pytest.raises(PolicyError, match=r"condition.yaml:3:5, field contexts\[1\]: not a context"
+                       r".*role \(system, user or assistant\)"):
         load_condition_data(tmp_path)
 
 

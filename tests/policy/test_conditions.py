@@ -48,7 +48,7 @@ def test_keyword_evidence_has_span_and_source() -> None:
     )
     (ev,) = d.matched[0].evidence
     assert ev.predicate == "keywords" and ev.source == "message[0].user"
-    assert ev.span == (9, 15) and ev.detail == "'Refund'"
+    assert ev.span == (9, 15) and ev.quote == "Refund" and ev.describe() == "'Refund'"
 
 
 def test_text_sources_user_system_turns() -> None:

@@ -189,6 +189,9 @@ def test_missing_file_is_a_policy_error(tmp_path: Path) -> None:
 
 
 def test_vectors_default_to_the_concepts_measured_strength_and_layers(tmp_path: Path) -> None:
+    for name in ("caution", "formality", "concision"):  # the other vectors' concepts
+        (tmp_path / "concepts" / name).mkdir(parents=True)
+        (tmp_path / "concepts" / name / "concept.yaml").write_text(f"name: {name}\n")
     concept = tmp_path / "concepts" / "empathy"
     concept.mkdir(parents=True)
     (concept / "concept.yaml").write_text(

@@ -10,9 +10,10 @@ from typer.testing import CliRunner
 
 from steerguard.cli.policy import app
 from steerguard.policy.testing import run_bundle_tests
+from steerguard.resources import policies_dir
 
-REPO = Path(__file__).resolve().parents[2]
-SUPPORT = REPO / "policies" / "support"
+from .helpers import SUPPORT, policy_folder
+
 runner = CliRunner()
 
 
@@ -27,7 +28,7 @@ def test_support_bundle_cases_pass_with_full_coverage() -> None:
 def test_cli_validate_and_test() -> None:
     res = runner.invoke(app, ["validate", str(SUPPORT)])
     assert res.exit_code == 0 and "ok support" in res.output
-    res = runner.invoke(app, ["test", str(REPO / "policies")])
+    res = runner.invoke(app, ["test", str(policies_dir())])
     assert res.exit_code == 0, res.output
     assert "9/9 rules exercised" in res.output
 
@@ -36,12 +37,8 @@ def test_cli_test_fails_without_tests_and_reports_coverage(tmp_path: Path) -> No
     res = runner.invoke(app, ["test", str(tmp_path)])
     assert res.exit_code == 1 and "no policy test found" in res.output
     (tmp_path / "b").mkdir()
-    text = (
-        (SUPPORT / "bundle.yaml")
-        .read_text()
-        .replace("../conditions", str(REPO / "policies/conditions"))
-        .replace("../concepts", str(REPO / "policies/concepts"))
-    )
+    policy_folder(tmp_path)
+    text = (SUPPORT / "bundle.yaml").read_text()
     (tmp_path / "b" / "bundle.yaml").write_text(text)
     (tmp_path / "b" / "tests").mkdir()
     (tmp_path / "b" / "tests" / "one.yaml").write_text(
@@ -67,10 +64,10 @@ def test_cli_test_fails_without_tests_and_reports_coverage(tmp_path: Path) -> No
 
 
 def test_cli_validate_reports_errors_with_positions(tmp_path: Path) -> None:
-    f = tmp_path / "bad.yaml"
+    f = policy_folder(tmp_path) / "bad.yaml"  # a single-file bundle: paths from its folder
     f.write_text(
         (SUPPORT / "bundle.yaml").read_text().replace("apply: [refusal]", "apply: [refusl]")
-        .replace("../concepts", str(REPO / "policies/concepts"))
+        .replace("../", "")
     )
     res = runner.invoke(app, ["validate", str(f)])
     assert res.exit_code == 1

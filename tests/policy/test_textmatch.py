@@ -1,8 +1,7 @@
-"""Bounded regexes: a hostile pattern or input cannot stall the engine."""
+"""Bounded regexes: a hostile pattern or input cannot stall the engine. What they cost at
+their worst is measured by benchmarks/bench_textmatch.py."""
 
 from __future__ import annotations
-
-import time
 
 import pytest
 
@@ -11,13 +10,10 @@ from steerguard.policy.errors import EvaluationError
 from steerguard.policy.textmatch import BoundedRegex, KeywordMatcher
 
 
-@pytest.mark.skipif(not textmatch.HAS_TIMEOUT, reason="needs the regex module")
-def test_catastrophic_pattern_times_out_quickly() -> None:
+def test_catastrophic_pattern_times_out() -> None:
     rx = BoundedRegex(r"(a|aa)+$")
-    start = time.perf_counter()
-    with pytest.raises(EvaluationError, match="took over"):
+    with pytest.raises(EvaluationError, match=r"took over 50 ms"):
         rx.search("a" * 5000 + "b")
-    assert time.perf_counter() - start < 0.5
 
 
 def test_input_is_capped() -> None:
@@ -30,8 +26,9 @@ def test_invalid_pattern_is_a_value_error() -> None:
         BoundedRegex("(")
 
 
-def test_keyword_matcher_is_linear_on_long_input() -> None:
+def test_keyword_matcher_on_long_input() -> None:
     m = KeywordMatcher([f"word{i}" for i in range(200)])
-    start = time.perf_counter()
-    assert m.search("nothing to see " * 20_000) is None
-    assert time.perf_counter() - start < 1.0
+    text = "nothing to see " * 20_000
+    assert m.search(text) is None
+    assert m.search(text + "word199") == (len(text), len(text) + len("word199"))
+    assert m.search(text + "word1999") is None  # whole words only

@@ -67,7 +67,7 @@ def test_decision_latency(otel: Otel, decision, result) -> None:
 class FakeAuditLog:
     def __init__(self) -> None:
         self.numbers = {"queue_depth": 4, "written": 10, "spilled": 2, "dropped": 1,
-                        "rewritten": 3, "lost": 0}
+                        "rewritten": 3, "lost": 0, "spill_rejected": 1}
 
     def stats(self) -> dict[str, int]:
         return self.numbers
@@ -78,7 +78,8 @@ def test_audit_gauge_and_counters(otel: Otel) -> None:
     unregister = otel.telemetry.metrics.observe_audit(log.stats, source="main")
     for name, value in ((a.METRIC_AUDIT_QUEUE_DEPTH, 4), (a.METRIC_AUDIT_WRITTEN, 10),
                         (a.METRIC_AUDIT_SPILLED, 2), (a.METRIC_AUDIT_DROPPED, 1),
-                        (a.METRIC_AUDIT_REWRITTEN, 3), (a.METRIC_AUDIT_LOST, 0)):
+                        (a.METRIC_AUDIT_REWRITTEN, 3), (a.METRIC_AUDIT_LOST, 0),
+                        (a.METRIC_AUDIT_SPILL_REJECTED, 1)):
         (point,) = points(otel, name)
         assert point.value == value  # type: ignore[union-attr]
         assert dict(point.attributes or {}) == {a.AUDIT_SOURCE: "main"}
@@ -106,13 +107,14 @@ def test_audit_log_stats_reads_the_log_counters_weakly() -> None:
 
     class Log:
         counters = AuditCounters(queued=10, written=5, spilled=2, dropped_masking=1,
-                                 dropped_overflow=4, rewritten=3, lost_by_server=1)
+                                 dropped_overflow=4, rewritten=3, lost_by_server=1,
+                                 spill_rejected=2)
 
     log = Log()
     stats = audit_log_stats(log)
     # overflow drops were never accepted, so they are not in the queue either way
     assert stats() == {"queue_depth": 2, "written": 5, "spilled": 2, "dropped": 5,
-                       "rewritten": 3, "lost": 1}
+                       "rewritten": 3, "lost": 1, "spill_rejected": 2}
     del log
     gc.collect()
     assert stats() == {}

@@ -13,10 +13,11 @@ import torch
 from opentelemetry import trace
 
 from steerguard.audit import AuditConfig, AuditLog, AuditStore
-from steerguard.pipeline import Request, SteeringPipeline, Turn
+from steerguard.pipeline import Request, Turn
 from steerguard.policy.engine import PolicyEngine
 from steerguard.policy.inputs import ChatMessage
 from steerguard.policy.loader import load_bundle_text
+from steerguard.root import Steerguard
 from steerguard.runtime.engine import GenerationParams, SteeringEngine
 from steerguard.telemetry import attributes as a
 from steerguard.vectors.steering_vector import ExtractionInfo, SteeringVector
@@ -98,7 +99,8 @@ def hex_ids(span: object) -> tuple[str, str]:
 
 def test_audit_records_carry_exported_span_ids(engine, audit: AuditLog, otel: Otel) -> None:
     policy = PolicyEngine(load_bundle_text(BUNDLE, "bundle.yaml"))
-    pipeline = SteeringPipeline(engine, policy, audit, telemetry=otel.telemetry)
+    pipeline = Steerguard(engine=engine, policy=policy, audit=audit,
+                          telemetry=otel.telemetry).pipeline()
 
     turns = [pipeline.run(request("I am furious about my order"), PARAMS),
              pipeline.run(request("hello there"), PARAMS)]
@@ -152,8 +154,9 @@ def test_a_forked_worker_reports_audit_metrics_under_its_own_chain(
     it, so workers do not report under one label (the parent's)."""
     import os
 
-    pipeline = SteeringPipeline(engine, PolicyEngine(load_bundle_text(BUNDLE, "bundle.yaml")),
-                                audit, telemetry=otel.telemetry)
+    root = Steerguard(engine=engine, audit=audit, telemetry=otel.telemetry,
+                      policy=PolicyEngine(load_bundle_text(BUNDLE, "bundle.yaml")))
+    pipeline = root.pipeline()
     parent_chain = audit.chain_id
 
     def sources() -> set[object]:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
+from steerguard.resources import concepts_dir
 from steerguard.runtime.engine import GenerationParams
 from steerguard.runtime.plan import SteeringPlan
 from steerguard.vectors.datasets import load_concept
 
-CONCEPTS = Path(__file__).resolve().parents[2] / "policies" / "concepts"
+CONCEPTS = concepts_dir()
 LAYERS = [8, 9, 10, 11, 12]
 STRENGTH = 0.07  # per layer, relative to the layer's typical norm
 # Measured on the first 8 held-out prompts, greedy, 40 tokens: unsteered about +0.35,

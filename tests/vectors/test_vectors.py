@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
 from steerguard.errors import VectorError
+from steerguard.resources import concepts_dir
 from steerguard.vectors.datasets import load_concept
 from steerguard.vectors.extraction import direction, extract
 from steerguard.vectors.gguf_io import export_gguf, import_gguf
@@ -16,7 +18,7 @@ from steerguard.vectors.storage import load_vector, save_vector
 from tests.models import tiny_model
 from tests.runtime.helpers import random_vector
 
-CONCEPTS = Path(__file__).resolve().parents[2] / "policies" / "concepts"
+CONCEPTS = concepts_dir()
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +117,62 @@ def test_extraction_is_deterministic_and_library_caches(loaded, tmp_path) -> Non
         library.load("nope")
     with pytest.raises(VectorError, match="use letters"):
         library.path("../evil")
+
+
+def _small_concepts(root: Path, pairs: int) -> Path:
+    """The shipped sentiment concept cut to its first `pairs` pairs, under `root`."""
+    folder = root / "sentiment"
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(CONCEPTS / "sentiment" / "concept.yaml", folder)
+    lines = (CONCEPTS / "sentiment" / "train.jsonl").read_text().splitlines()[:pairs]
+    (folder / "train.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_library_copies_a_fitting_shipped_vector_and_extracts_otherwise(loaded, tmp_path) -> None:
+    from steerguard.runtime.engine import SteeringEngine
+
+    engine = SteeringEngine(loaded)
+    concepts = _small_concepts(tmp_path / "concepts", 10)
+    made = extract(engine, load_concept(concepts / "sentiment"))
+    # Same data, method and pooling as an extraction; only the description tells them apart.
+    marked = SteeringVector(name=made.name, fingerprint=made.fingerprint,
+                            directions=made.directions, extraction=made.extraction,
+                            description="the shipped copy")
+    shipped = VectorLibrary(loaded.fingerprint, tmp_path / "shipped")
+    shipped.save(marked)
+
+    library = VectorLibrary(loaded.fingerprint, tmp_path / "home", shipped=tmp_path / "shipped")
+    (got,) = library.build(engine, concepts)
+    assert got.description == "the shipped copy"
+    assert library.path("sentiment").read_bytes() == shipped.path("sentiment").read_bytes()
+    assert library.load("sentiment").content_hash() == marked.content_hash()
+
+    (forced,) = library.build(engine, concepts, force=True)
+    assert forced.description != "the shipped copy"
+
+    other_pooling = VectorLibrary(loaded.fingerprint, tmp_path / "h2", shipped=tmp_path / "shipped")
+    (last,) = other_pooling.build(engine, concepts, pooling="last")
+    assert last.description != "the shipped copy" and last.extraction.pooling == "last"
+
+    _small_concepts(tmp_path / "concepts", 12)  # other data: the shipped vector is stale
+    fresh = VectorLibrary(loaded.fingerprint, tmp_path / "h3", shipped=tmp_path / "shipped")
+    (rebuilt,) = fresh.build(engine, concepts)
+    assert rebuilt.description != "the shipped copy"
+    assert rebuilt.extraction.dataset_hash == load_concept(concepts / "sentiment").dataset_hash
+
+
+def test_rebuilding_the_shipped_library_in_place_extracts(loaded, tmp_path) -> None:
+    from steerguard.runtime.engine import SteeringEngine
+
+    engine = SteeringEngine(loaded)
+    concepts = _small_concepts(tmp_path / "concepts", 10)
+    library = VectorLibrary(loaded.fingerprint, tmp_path / "shipped", shipped=tmp_path / "shipped")
+    (first,) = library.build(engine, concepts)
+    _small_concepts(tmp_path / "concepts", 12)
+    (second,) = library.build(engine, concepts)
+    assert second.extraction.dataset_hash != first.extraction.dataset_hash
+    assert library.load("sentiment").content_hash() == second.content_hash()
 
 
 def test_concept_errors_name_file_and_line(tmp_path) -> None:

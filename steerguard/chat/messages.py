@@ -18,7 +18,7 @@ from langchain_core.messages import (
     ChatMessage as LCChatMessage,
 )
 
-from steerguard.langchain.tools import ToolSpec, render_call, render_result, tools_system_prompt
+from steerguard.chat.tools import ToolSpec, render_call, render_result, tools_system_prompt
 from steerguard.policy.inputs import ChatMessage, ToolCall
 
 TemplateMessage = dict[str, str]

@@ -8,10 +8,9 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from pydantic import BaseModel
 
-from steerguard.langchain.chat_model import IDENTITY_KWARG, RequestIdentity, SteeredChatModel
-from steerguard.langchain.grammar import bound_schema
-from steerguard.langchain.messages import to_policy_messages, to_template_messages
-from steerguard.langchain.tools import (
+from steerguard.chat.grammar import bound_schema
+from steerguard.chat.messages import to_policy_messages, to_template_messages
+from steerguard.chat.tools import (
     ToolChoice,
     ToolSpec,
     parse_call_json,
@@ -96,18 +95,3 @@ def test_bound_schema_caps_free_strings_only() -> None:
     assert out["properties"]["c"]["items"]["maxLength"] == 10
     num = bound_schema({"type": "integer", "minimum": 0}, 10, 3)
     assert num == {"type": "integer", "minimum": 0, "maximum": 999_999_999}
-
-
-def test_identity_comes_from_config_only() -> None:
-    ident = RequestIdentity.from_config({"configurable": {
-        "steerguard_profile": {"user_id": "u1", "age_band": "minor"},
-        "thread_id": "t1", "request_context": {"channel": "sms"}}})
-    assert ident.profile is not None and ident.profile.age_band == "minor"
-    assert ident.session_id == "t1" and ident.context is not None
-    assert "u1" not in repr(ident)
-
-
-def test_identity_stays_out_of_invocation_params() -> None:
-    model = SteeredChatModel(audit=False)
-    params = model._get_invocation_params(stop=None, **{IDENTITY_KWARG: RequestIdentity()})
-    assert IDENTITY_KWARG not in params

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import xgrammar as xgr
 
-from steerguard.langchain.tools import CALL_CLOSE, CALL_OPEN, ToolSpec
+from steerguard.chat.tools import CALL_CLOSE, CALL_OPEN, ToolSpec
 
 BACKEND = "xgrammar"
 NUMBER_BOUND = 999_999_999  # free numbers in constrained output stay within +-1e9
@@ -127,9 +127,6 @@ class GrammarFactory:
             "schema:" + text,
             lambda: self.compiler.compile_json_schema(text, any_whitespace=False, strict_mode=True),
         )
-
-    def any_json(self) -> xgr.CompiledGrammar:
-        return self._cached("json", self.compiler.compile_builtin_json_grammar)
 
     def optional_calls(self, tools: Sequence[ToolSpec]) -> xgr.CompiledGrammar:
         """Free text; from a `<tool_call>` on, the call must name a tool and fit its schema."""

@@ -1,0 +1,1 @@
+"""`steerguard serve`: an OpenAI-compatible HTTP server over the composition root."""

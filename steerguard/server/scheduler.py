@@ -1,0 +1,103 @@
+"""How concurrent chat calls reach the engine. The HTTP layer only knows this interface:
+
+    async for item in scheduler.stream(pipeline, call):   # content deltas, then the Turn
+        ...
+
+`submit` refuses at once with QueueFull when the bounded queue is full (the server answers
+429 with Retry-After). A consumer that stops iterating (a client that disconnected) cancels
+its call: the engine frees its row at the next step and the audit log records it cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
+
+from steerguard.chat.call import ChatCall, stream_call
+from steerguard.pipeline import SteeringPipeline, Turn
+
+
+class QueueFull(Exception):
+    def __init__(self, depth: int, retry_after_s: float) -> None:
+        super().__init__(f"{depth} requests are waiting; retry in {retry_after_s:.0f} s")
+        self.depth = depth
+        self.retry_after_s = retry_after_s
+
+
+class Scheduler(Protocol):
+    @property
+    def queue_depth(self) -> int: ...
+
+    def stream(self, pipeline: SteeringPipeline, call: ChatCall
+               ) -> AsyncIterator[str | Turn]: ...
+
+    async def close(self) -> None: ...
+
+
+class ThreadScheduler:
+    """Each call on a thread of its own, at most `concurrency` at once: concurrent calls share
+    the model but not its batches. For backends that batch by themselves (vLLM), and the
+    baseline the batching scheduler is measured against."""
+
+    def __init__(self, concurrency: int = 8, max_queue: int = 64) -> None:
+        self.concurrency = concurrency
+        self.max_queue = max_queue
+        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="steerguard-call")
+        self._waiting = 0
+        self._lock = threading.Lock()
+
+    @property
+    def queue_depth(self) -> int:
+        return self._waiting
+
+    async def stream(self, pipeline: SteeringPipeline, call: ChatCall
+                     ) -> AsyncIterator[str | Turn]:
+        with self._lock:
+            if self._waiting >= self.max_queue:
+                raise QueueFull(self._waiting, 1.0)
+            self._waiting += 1
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, object]] = asyncio.Queue()
+
+        def put(kind: str, value: object) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop may be gone after a cancel
+                loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
+
+        def produce() -> None:
+            with self._lock:
+                self._waiting -= 1
+            try:
+                with contextlib.closing(stream_call(pipeline, call)) as items:
+                    for item in items:
+                        put("item", item)
+                        if call.cancel.is_set():
+                            break  # consumer left: closing records it cancelled
+            except BaseException as exc:  # handed to the consumer
+                put("error", exc)
+            finally:
+                put("done", None)
+
+        worker = loop.run_in_executor(self._pool, produce)
+        finished = False
+        try:
+            while True:
+                kind, value = await queue.get()
+                if kind == "done":
+                    finished = True
+                    return
+                if kind == "error":
+                    finished = True
+                    raise value  # type: ignore[misc]
+                yield value  # type: ignore[misc]
+        finally:
+            if not finished:
+                call.cancel.set()
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(asyncio.shield(worker), timeout=30)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
