@@ -45,6 +45,7 @@ class RequestItem:
     trace_id: str | None
     span_id: str | None
     latency_s: float | None
+    backend: str | None = None
 
 
 @dataclass(slots=True)
@@ -186,6 +187,7 @@ class RecordBuilder:
             "user_ref": user_ref,
             "user_ref_kind": kind,
             "model": self._model(item.model),
+            "backend": item.backend,
             "bundle": {"name": d.bundle.name, "revision": d.bundle.revision,
                        "hash": d.bundle.content_hash},
             "outcome": {"status": item.outcome.status, "error_type": item.outcome.error_type},

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -63,6 +64,8 @@ class _Row:
 
 class SteeringEngine:
     """Generation with per-call, per-row steering; the model itself is never modified."""
+
+    backend: ClassVar[str] = "hf"  # named in audit records (steerguard.vllm: "vllm")
 
     def __init__(
         self, loaded: LoadedModel, vectors: Mapping[str, SteeringVector] | None = None
