@@ -28,12 +28,13 @@ from collections.abc import Coroutine, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from transformers import AutoConfig, AutoTokenizer
 
 from steerguard.errors import ModelLoadError, PlanError
+from steerguard.runtime.activations import Pooling
 from steerguard.runtime.calibration import CALIBRATION_TEXTS
 from steerguard.runtime.engine import GenerationParams, LogitsProcessor, StreamChunk
 from steerguard.runtime.loading import (
@@ -107,6 +108,8 @@ class _Outcome:
 
 class VllmBackend:
     """Steered generation on vLLM with SteeringEngine's call shapes (see docs/vllm.md)."""
+
+    backend: ClassVar[str] = "vllm"
 
     def __init__(
         self,
@@ -254,6 +257,51 @@ class VllmBackend:
 
     def encode(self, prompt: Prompt) -> list[int]:
         return encode_prompt(self.tokenizer, prompt)
+
+    def activations(
+        self, prompts: Sequence[Prompt], layers: Sequence[int], pooling: Pooling = "last"
+    ) -> dict[int, torch.Tensor]:
+        """Unsteered pooled outputs of `layers` for each prompt -> {layer: [n, hidden]}, read
+        from vLLM's layers as SteeringEngine.activations pools them (vector extraction and
+        probe calibration run on this backend too)."""
+        wanted = tuple(sorted(set(layers)))
+        encoded = [self.encode(p) for p in prompts]
+        if not encoded or not wanted:
+            return {layer: torch.empty(0, self.fingerprint.hidden_size) for layer in wanted}
+        pooled: list[dict[int, torch.Tensor]] = []
+        # Whole prompts come back as lists of floats: a few prompts at a time bound the size.
+        chunk = 8 if pooling != "last" else 64
+        for start in range(0, len(encoded), chunk):
+            pooled.extend(self.run(self._pooled(encoded[start : start + chunk], wanted, pooling)))
+        return {layer: torch.stack([row[layer] for row in pooled]) for layer in wanted}
+
+    async def _pooled(
+        self, encoded: Sequence[list[int]], layers: tuple[int, ...], pooling: Pooling
+    ) -> list[dict[int, torch.Tensor]]:
+        wires = [
+            WirePlan(
+                reads=(Read(layers=layers, positions=(len(ids) - 1,) if pooling == "last"
+                            else None),),
+                report=_key(),
+            )
+            for ids in encoded
+        ]
+        pairs = list(zip(encoded, wires, strict=True))
+        await asyncio.gather(*(self._prefill_only(ids, w) for ids, w in pairs))
+        reports = await self.take_reports([(w, len(ids)) for ids, w in pairs])
+        rows = []
+        for report in reports:
+            row = {}
+            for read in report.reads:
+                values = torch.tensor(read.values, dtype=torch.float32)
+                if pooling == "last":
+                    row[read.layer] = values[-1]
+                elif len(values) > 1:  # the first token left out, as runtime.activations.pool
+                    row[read.layer] = values[1:].mean(0)
+                else:
+                    row[read.layer] = torch.zeros(values.shape[-1])
+            rows.append(row)
+        return rows
 
     def hidden_states(
         self, prompt: Prompt, layers: Sequence[int], plan: SteeringPlan | None = None

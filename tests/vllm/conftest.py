@@ -33,11 +33,25 @@ def messages(text: str) -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="session")
-def vllm_backend(real_engine):
+def vllm_root():
+    """A composition root on `backend: vllm`: it builds the VllmBackend and loads its vectors
+    (the shipped ones, as the HF engine's), and closes it."""
     if not HAS_VLLM:
         pytest.skip("vllm is not installed")
+    from steerguard.config import SteerguardConfig
+    from steerguard.root import Steerguard
+
+    root = Steerguard(SteerguardConfig.load(backend="vllm", audit_enabled=False))
+    yield root
+    root.close()
+
+
+@pytest.fixture(scope="session")
+def vllm_backend(vllm_root, real_engine):
     from steerguard.vllm.backend import VllmBackend
 
-    backend = VllmBackend(vectors=real_engine.vectors.values())
-    yield backend
-    backend.close()
+    backend = vllm_root.engine()
+    assert isinstance(backend, VllmBackend)
+    assert {n: v.content_hash() for n, v in backend.vectors.items()} == {
+        n: v.content_hash() for n, v in real_engine.vectors.items()}
+    return backend
