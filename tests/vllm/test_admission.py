@@ -55,7 +55,8 @@ def test_a_plan_sent_as_extra_args_steers_like_the_backend(vllm_backend):
 
 
 def _long_prompt():
-    return messages(" ".join(PROMPTS) + " Answer only the last question, briefly.")
+    """Longer than two cache blocks (vLLM caches whole blocks: 128 tokens on CPU)."""
+    return messages(" ".join(PROMPTS * 3) + " Answer only the last question, briefly.")
 
 
 def test_prefix_cache_never_crosses_plans(vllm_backend, real_engine):
@@ -65,6 +66,7 @@ def test_prefix_cache_never_crosses_plans(vllm_backend, real_engine):
     plain = real_engine.generate(prompt, None, params)
     steered = real_engine.generate(prompt, steer, params)
     prompt_len = len(real_engine.encode(prompt))
+    assert prompt_len > 2 * vllm_backend.engine.vllm_config.cache_config.block_size
     vllm_backend.exact_reports = False  # let steered rows read the cache
     try:
         vllm_backend.generate(prompt, None, params)  # the unsteered prompt is cached now
