@@ -10,7 +10,11 @@ vLLM's CUDA build in bfloat16. Modes, per batch size:
   32 plans        32 distinct plans (at most one per row)
 Every row generates exactly --tokens tokens (ignore_eos), and steered rows are measured and
 their reports taken from the workers, as VllmBackend does. Modes alternate inside every repeat,
-so drift of a shared machine hits them alike; costs are medians of per-repeat ratios.
+so drift of a shared machine hits them alike; costs are medians of per-repeat ratios. Each run
+is timed twice: wall clock (throughput) and the CPU seconds of this process and vLLM's engine
+processes (on a CPU box shared with other work, the wall clock mostly measures the others;
+CPU time is what the steering itself costs). Both costs are throughput lost: 1 - 1 / (time
+steered / time unsteered).
 `--prefix` adds rows that share a long system prompt: steered with one plan, computing the
 whole prompt (exact reports, the default) against reusing the cached blocks of that plan.
 """
@@ -19,12 +23,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -55,6 +62,19 @@ def distinct_plans(names: list[str], count: int) -> list[SteeringPlan]:
         SteeringPlan.single(names[i % len(names)], 0.02 + 0.004 * i, LAYERS)
         for i in range(count)
     ]
+
+
+def cpu_seconds() -> float:
+    """User and system CPU time of this process and every process it started (vLLM's)."""
+    me = psutil.Process(os.getpid())
+    total = 0.0
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            t = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system
+    return total
 
 
 async def run_batch(
@@ -123,22 +143,29 @@ def main() -> None:
         ]
         backend.run(run_batch(backend, prompts, [None] * batch, 4))  # warm-up
         times: dict[str, list[float]] = {m: [] for m in modes}
+        cpu: dict[str, list[float]] = {m: [] for m in modes}
         counts: dict[str, int] = {}
         for _ in range(args.repeats):
             for mode, plans in modes.items():
+                before = cpu_seconds()
                 seconds, counts[mode] = backend.run(run_batch(backend, prompts, plans(batch),
                                                        args.tokens))
+                cpu[mode].append(cpu_seconds() - before)
                 times[mode].append(seconds)
-        base = times["unsteered"]
         for mode in modes:
             tps = [counts[mode] / t for t in times[mode]]
-            cost = 1 - 1 / median_ratio(list(zip(times[mode], base, strict=True)))
+            wall = 1 - 1 / median_ratio(list(zip(times[mode], times["unsteered"], strict=True)))
+            spent = 1 - 1 / median_ratio(list(zip(cpu[mode], cpu["unsteered"], strict=True)))
             rows.append({
                 "batch": batch, "mode": mode, "tokens_per_s": statistics.median(tps),
-                "cost_vs_unsteered": cost if mode != "unsteered" else 0.0,
+                "cost_vs_unsteered": wall if mode != "unsteered" else 0.0,
+                "cpu_ms_per_token": 1000 * statistics.median(cpu[mode]) / counts[mode],
+                "cpu_cost_vs_unsteered": spent if mode != "unsteered" else 0.0,
             })
             print(f"batch {batch:>3}  {mode:<11} {statistics.median(tps):8.1f} tok/s  "
-                  f"cost {rows[-1]['cost_vs_unsteered']:+.1%}", flush=True)
+                  f"cost {rows[-1]['cost_vs_unsteered']:+.1%}  "
+                  f"{rows[-1]['cpu_ms_per_token']:7.1f} CPU ms/token  "
+                  f"CPU cost {rows[-1]['cpu_cost_vs_unsteered']:+.1%}", flush=True)
 
     prefix_rows = []
     if args.prefix:

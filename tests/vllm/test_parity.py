@@ -130,3 +130,15 @@ def test_the_steered_hidden_state_matches(vllm_backend, real_engine):
     plain = vllm_backend.hidden_states(prompt, [layer])[layer]
     assert (expected - plain).norm() > 10 * (expected - got).norm()  # steering moved it
     torch.testing.assert_close(got, expected, rtol=1e-3, atol=2e-3)
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean_skip_first"])
+def test_activations_match_the_hf_engine(vllm_backend, real_engine, pooling):
+    """What vector extraction and probe calibration read, pooled as on the hf backend."""
+    prompts = [messages(p) for p in PROMPTS[:4]]
+    got = vllm_backend.activations(prompts, [17, 3], pooling=pooling)
+    expected = real_engine.activations(prompts, [3, 17], pooling=pooling)
+    assert sorted(got) == [3, 17]
+    for layer in (3, 17):
+        assert got[layer].shape == (4, 576)
+        torch.testing.assert_close(got[layer], expected[layer], rtol=1e-3, atol=2e-3)
