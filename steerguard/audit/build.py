@@ -47,6 +47,7 @@ class RequestItem:
     trace_id: str | None
     span_id: str | None
     latency_s: float | None
+    backend: str | None = None
 
 
 class RecordBuilder:
@@ -92,6 +93,7 @@ class RecordBuilder:
             "user_ref": user_ref,
             "user_ref_kind": kind,
             "model": item.model,
+            "backend": item.backend,
             "bundle": BundleInfo(name=d.bundle.name, revision=d.bundle.revision,
                                  hash=d.bundle.content_hash),
             "outcome": item.outcome,

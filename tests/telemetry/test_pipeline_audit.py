@@ -119,6 +119,7 @@ def test_audit_records_carry_exported_span_ids(engine, audit: AuditLog, otel: Ot
     expected = sum(1 + len(t.decision.plan.interventions) for t in turns) + 3  # + cancelled
     assert len(records) == expected
     for record in records:
+        assert record.backend == "hf"  # the engine that generated
         span = by_ids[(record.trace_id, record.span_id)]  # type: ignore[index]
         assert span.name == a.SPAN_AUDIT
         assert span.parent is not None
