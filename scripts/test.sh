@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh dev
+bash scripts/setup_browser.sh  # Debian's chromium for the dashboard's browser tests
 set +e
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
 status=$?
