@@ -111,7 +111,7 @@ class ChatCall:
 
 def prepare_call(
     pipeline: SteeringPipeline,
-    grammars: GrammarFactory,
+    grammars: GrammarFactory | None,
     messages: Sequence[BaseMessage],
     params: GenerationParams,
     *,

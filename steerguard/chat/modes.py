@@ -121,7 +121,7 @@ class JsonAnswer(OutputMode):
 
 
 def choose_mode(
-    factory: GrammarFactory,
+    grammars: GrammarFactory | None,
     *,
     tools: Sequence[ToolSpec] = (),
     tool_choice: Any = None,
@@ -131,7 +131,15 @@ def choose_mode(
     """The mode a request asks for. Tools win over a response format (as in OpenAI's API:
     a forced call is the structured output); tool_choice none offers no tools at all."""
     choice = ToolChoice.parse(tool_choice, tools) if tools else None
+
+    def factory_() -> GrammarFactory:
+        if grammars is None:
+            raise ValueError("constrained output (tools, response_format) needs a grammar "
+                             "compiler, and none was given")
+        return grammars
+
     if choice is not None and choice.mode != "none":
+        factory = factory_()
         specs = tuple(tools)
         if choice.mode == "auto":
             return ToolsByChoice(prompt_tools=specs, grammar=factory.optional_calls(specs))
@@ -160,8 +168,9 @@ def choose_mode(
         if not isinstance(schema, Mapping):
             raise ValueError("response_format json_schema needs a 'schema' object")
         bounded = bounds.schema(schema)
-        return JsonAnswer(grammar=factory.json_schema(bounded), budget=worst_case_tokens(bounded))
+        return JsonAnswer(grammar=factory_().json_schema(bounded),
+                          budget=worst_case_tokens(bounded))
     if kind == "json_object":  # any JSON object, as "json_object" means elsewhere
-        return JsonAnswer(grammar=factory.json_schema(bounds.schema({"type": "object"})),
+        return JsonAnswer(grammar=factory_().json_schema(bounds.schema({"type": "object"})),
                           budget=bounds.min_tokens)
     raise ValueError(f"response_format type {kind!r}: use text, json_object or json_schema")

@@ -84,7 +84,8 @@ def create_app(
     def load_model() -> None:
         try:
             state.pipeline = root.pipeline()
-            root.grammar()
+            if root.config.backend == "hf":
+                root.grammar()  # compiled once, before the first constrained request
             state.ready.set()
             log.info("model %s loaded; serving", root.model)
         except Exception as exc:  # reported by /healthz, never raised into the server
@@ -350,8 +351,14 @@ def _prepare(
         raise ApiError(400, "invalid tool choice", "tool_choice without tools",
                        field="tool_choice", expected="tools to choose from, or no tool_choice")
     try:
+        grammars = root.grammar() if tools or response_format else None
+    except PlanError as exc:  # constrained output on a backend without logits processors
+        field = "tools" if tools else "response_format"
+        raise ApiError(400, "unsupported on this backend", str(exc), field=field,
+                       expected=f"no {field} on the {root.config.backend} backend") from None
+    try:
         call = prepare_call(
-            pipe, root.grammar(), _messages(body), params, model_name=root.model,
+            pipe, grammars, _messages(body), params, model_name=root.model,
             identity=identity, tools=tools, tool_choice=choice,
             response_format=response_format,
             bounds=Bounds(settings.max_string_chars, settings.max_array_items),
