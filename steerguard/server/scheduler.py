@@ -62,7 +62,6 @@ class ThreadScheduler:
     async def stream(self, pipeline: SteeringPipeline, call: ChatCall,
                      backend: StreamBackend | None = None) -> AsyncIterator[str | Turn]:
         """`backend` runs the prompt in place of the engine (a batcher's rows)."""
-        backend = backend or self.backend
         with self._lock:
             self._check_room()
             self._waiting += 1
