@@ -97,6 +97,8 @@ def show(message: BaseMessage) -> None:
             or repr(message.content)
         )
         print(f"  agent -> {what}")
+        if not sg:  # ChatOpenAI keeps no extra response fields: the audit log below has them
+            return
         vectors = ", ".join(f"{v['vector']} {v['strength']:+.2f}" for v in sg.get("vectors", []))
         print(f"     decision {sg.get('decision_id', '')[:12]} rules={sg.get('rules')} "
               f"steer=[{vectors}]")
