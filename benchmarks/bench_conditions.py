@@ -27,9 +27,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import median_ratio, write
-from steerguard.cli.common import load_engine
+from steerguard.cli.common import load_engine, open_root
 from steerguard.pipeline import Request, SteeringPipeline
-from steerguard.policy import ChatMessage, PolicyEngine, RequestContext, UserProfile, load_bundle
+from steerguard.policy import ChatMessage, RequestContext, UserProfile
 from steerguard.policy.activation import load_condition_data
 from steerguard.resources import concepts_dir, conditions_dir, default_bundle_path
 from steerguard.runtime.engine import GenerationParams
@@ -109,8 +109,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     args = parser.parse_args()
 
-    engine, _ = load_engine("smollm2-135m", CONCEPTS)
-    pipeline = SteeringPipeline(engine, PolicyEngine(load_bundle(default_bundle_path())))
+    sg = open_root("smollm2-135m", concepts=CONCEPTS, bundle=default_bundle_path(), audit=False)
+    load_engine(sg)
+    pipeline = sg.pipeline()
     params = GenerationParams(max_new_tokens=1)
     prompts = {**PROMPTS, "agent turn": agent_prompt()}
     results: dict[str, object] = {}
@@ -124,7 +125,7 @@ def main() -> None:
     payload = {
         "command": "python benchmarks/bench_conditions.py " + " ".join(sys.argv[1:]),
         "repeats": args.repeats,
-        "conditions": sorted(pipeline.activation_probes(pipeline.policy)),
+        "conditions": sorted(sg.probes.for_policy(sg.policy, sg.engine())),
         "results": results,
         "target_added_share": 0.05,
     }

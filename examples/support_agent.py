@@ -29,10 +29,11 @@ from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 
 from steerguard.audit.config import AuditConfig
-from steerguard.audit.log import AuditLog
 from steerguard.audit.store import AuditStore
+from steerguard.config import SteerguardConfig
 from steerguard.langchain import SteeredChatModel
 from steerguard.policy.inputs import RequestContext, UserProfile
+from steerguard.root import Steerguard
 from steerguard.telemetry.setup import configure_telemetry
 
 ORDERS = {"A-1234": "shipped on Monday, arriving Thursday", "B-77": "delayed at the depot"}
@@ -129,9 +130,11 @@ def main(server: str | None = None) -> None:
     # The SDK for this process: OTLP when OTEL_* says so (docker-compose.yml sets it); console
     # spans only on request (OTEL_TRACES_EXPORTER=console), since this prints for a person.
     configure_telemetry(console=False)
-    audit = None if server else AuditLog(AuditConfig.load(key_prefix="sgdemo"))
-    local = None if server else SteeredChatModel(audit=audit, max_tokens=20,
-                                                 max_string_chars=16)
+    sg_root = None if server else Steerguard(
+        SteerguardConfig.load(audit=AuditConfig.load(key_prefix="sgdemo")))
+    audit = sg_root.audit if sg_root is not None else None
+    local = None if sg_root is None else SteeredChatModel(root=sg_root, max_tokens=20,
+                                                          max_string_chars=16)
     sessions = []
     for profile, context, question in USERS:
         session = f"demo-{profile.user_id}-{uuid.uuid4().hex[:6]}"
@@ -170,8 +173,8 @@ def main(server: str | None = None) -> None:
                       f"{r.layers[0]}-{r.layers[-1]} ({r.positions}) by {r.rule_id}: "
                       f"mean |delta| {r.mean_delta_norm:.2f} over {r.positions_affected} "
                       f"positions")
-    if audit is not None:
-        audit.close()
+    if sg_root is not None:
+        sg_root.close()
     print(f"\n{time.perf_counter() - started:.0f} s")
 
 

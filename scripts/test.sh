@@ -3,7 +3,7 @@
 # Needs a Redis at 127.0.0.1:6379 (tests use their own key prefixes and delete only their keys).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh dev
 set +e
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
 status=$?

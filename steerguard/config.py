@@ -8,12 +8,12 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from steerguard.audit.config import AuditConfig
 from steerguard.errors import SteerguardError
-from steerguard.runtime.loading import BUNDLED
+from steerguard.inputfiles import InputFileError, load_yaml
+from steerguard.runtime.bundled import BUNDLED
 
 Backend = Literal["hf", "vllm"]
 
@@ -109,11 +109,9 @@ class SteerguardConfig(BaseModel):
 
 def _read(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config {path} is not valid YAML: {exc}") from None
+        data = load_yaml(path)  # bounded: size, aliases, depth, duplicate keys, encoding
+    except InputFileError as exc:
+        raise ConfigError(f"config {exc}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -79,8 +79,11 @@ class Steerguard:
         """The default model spec."""
         return self.config.model
 
-    def engine(self, model: str | None = None) -> SteeringEngine:
-        """The engine for `model` (default: the configured one), its vectors loaded."""
+    def engine(
+        self, model: str | None = None, *, vectors: bool | set[str] = True
+    ) -> SteeringEngine:
+        """The engine for `model` (default: the configured one). `vectors`: load every
+        concept's vector (stored, else shipped, else built), only those named, or none yet."""
         spec = model or self.config.model
         with self._lock:
             engine = self._engines.get(spec)
@@ -88,15 +91,17 @@ class Steerguard:
                 from steerguard.runtime.loading import load_model
 
                 engine = self._engines[spec] = SteeringEngine(load_model(spec))
-            if not engine.vectors:
-                self._load_vectors(engine)
+            if vectors:
+                names = None if vectors is True else vectors - set(engine.vectors)
+                if (names is None and not engine.vectors) or names:
+                    self._load_vectors(engine, names)
             return engine
 
-    def _load_vectors(self, engine: SteeringEngine) -> None:
+    def _load_vectors(self, engine: SteeringEngine, names: set[str] | None) -> None:
         from steerguard.vectors.library import VectorLibrary
 
         concepts = self.config.concepts or concepts_dir()
-        VectorLibrary(engine.fingerprint).load_into(engine, concepts)
+        VectorLibrary(engine.fingerprint).load_into(engine, concepts, names)
 
     def policy_source(self, num_layers: int | None = None) -> PolicySource:
         """What pipelines ask for the policy in force (a store's getter picks up reloads).

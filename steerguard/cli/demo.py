@@ -15,9 +15,7 @@ import typer
 from rich.panel import Panel
 from rich.table import Table
 
-from steerguard.cli.common import DEFAULT_CONCEPTS, console, err_console, load_engine, user_errors
-from steerguard.resources import default_bundle_path
-from steerguard.runtime.loading import BUNDLED
+from steerguard.cli.common import console, err_console, load_engine, open_root, user_errors
 
 
 @dataclass(frozen=True)
@@ -79,32 +77,35 @@ def _reason(decision: Any) -> str:
 
 @user_errors
 def demo(
-    model: Annotated[str, typer.Option("--model", "-m", help="Model spec or path.")] = BUNDLED,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Model spec or path (default: configured).")
+    ] = None,
     bundle: Annotated[Path | None, typer.Option(help="Policy bundle folder.")] = None,
+    config: Annotated[Path | None, typer.Option(help="steerguard config file.")] = None,
     max_tokens: Annotated[int, typer.Option(help="New tokens per answer.")] = 48,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    threads: Annotated[
+        int, typer.Option(help="Torch CPU threads; 1 is fastest on a shared, busy machine.")
+    ] = 1,
 ) -> None:
     """Three users, two turns each: decision, steered and unsteered answers, then the audit."""
-    from steerguard.audit import AuditConfig, AuditLog, AuditStore
-    from steerguard.pipeline import Request, SteeringPipeline
-    from steerguard.policy import (
-        ChatMessage,
-        PolicyEngine,
-        RequestContext,
-        UserProfile,
-        load_bundle,
-    )
+    import torch
+
+    from steerguard.audit import AuditStore
+    from steerguard.pipeline import Request
+    from steerguard.policy import ChatMessage, RequestContext, UserProfile
     from steerguard.runtime.engine import GenerationParams
     from steerguard.telemetry.setup import configure_telemetry
 
     started = time.perf_counter()
+    torch.set_num_threads(threads)  # oversubscribed threads slow torch 3-5x on shared CPUs
     configure_telemetry(console=False)  # OTLP when OTEL_* says so; silent otherwise
-    engine, _ = load_engine(model, DEFAULT_CONCEPTS)
-    policy_bundle = load_bundle(bundle or default_bundle_path())
-    config = AuditConfig.load()
+    sg = open_root(model, config=config, bundle=bundle)
+    engine = load_engine(sg)
     with err_console.status("starting the audit store ..."):
-        audit = AuditLog(config, model=engine.fingerprint)
-    pipeline = SteeringPipeline(engine, PolicyEngine(policy_bundle), audit)
+        audit = sg.audit
+    assert audit is not None  # the demo shows the audit: a config that turns it off is refused
+    pipeline = sg.pipeline()
     params = GenerationParams(max_new_tokens=max_tokens)
     run_id = uuid.uuid4().hex[:8]
     histories: list[list[dict[str, str]]] = [[] for _ in PERSONAS]
@@ -156,7 +157,7 @@ def demo(
             console.print(table)
 
     audit.flush(timeout=10.0)
-    store = AuditStore.from_config(config)
+    store = AuditStore.from_config(sg.config.audit)
     records = []
     for persona in PERSONAS:
         session = f"demo-{run_id}-{persona.profile['user_id']}"
@@ -164,8 +165,9 @@ def demo(
     per_vector = Counter(r.vector for r in records if r.kind == "intervention")
     per_outcome = Counter(r.outcome.status for r in records if r.kind == "decision")
     report = store.verify()
-    counters = audit.close().as_dict()
     store.close()
+    sg.close()
+    counters = audit.counters.as_dict()
     elapsed = time.perf_counter() - started
     summary = {
         "run_id": run_id,

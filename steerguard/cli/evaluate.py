@@ -11,15 +11,16 @@ import typer
 
 from steerguard.cli.common import (
     DEFAULT_CONCEPTS,
+    bare_engine,
     console,
     err_console,
     load_engine,
-    load_quietly,
+    open_root,
     user_errors,
 )
 from steerguard.errors import PlanError
 from steerguard.resources import default_bundle_path
-from steerguard.runtime.loading import BUNDLED
+from steerguard.runtime.bundled import BUNDLED
 
 
 def _strengths(text: str) -> tuple[float, ...]:
@@ -91,7 +92,7 @@ def evaluate(
     if not chosen:
         raise PlanError(f"--only {only}: no such concepts under {concepts}")
     torch.set_num_threads(threads)  # oversubscribed threads slow torch 3-5x on shared CPUs
-    engine, _ = load_engine(model, concepts)
+    engine = load_engine(open_root(model, concepts=concepts, audit=False))
     config = SweepConfig(strengths=_strengths(strengths), prompts_per_concept=prompts,
                          max_new_tokens=tokens, batch_size=batch, baselines=baselines,
                          layers=tuple(_layers(layers, ())) if layers else None)
@@ -119,12 +120,11 @@ def _conditions_only(bundle: Path | None, model: str, record: bool, report: bool
     from steerguard.eval.conditions import evaluate_bundle
     from steerguard.eval.report import REPO, update_conditions
     from steerguard.eval.tables import conditions_table
-    from steerguard.runtime.engine import SteeringEngine
 
     if bundle is None:
         raise PlanError("--conditions-only needs --bundle")
     torch.set_num_threads(threads)
-    engine = SteeringEngine(load_quietly(model))
+    engine = bare_engine(model)
     with err_console.status("calibrating activation conditions"):
         results = evaluate_bundle(engine, bundle, save=record)
     console.print(conditions_table(results), markup=False, highlight=False)

@@ -10,9 +10,8 @@ from rich.columns import Columns
 from rich.panel import Panel
 from rich.table import Table
 
-from steerguard.cli.common import DEFAULT_CONCEPTS, console, load_engine, user_errors
+from steerguard.cli.common import DEFAULT_CONCEPTS, console, load_engine, open_root, user_errors
 from steerguard.errors import PlanError
-from steerguard.runtime.bundled import BUNDLED
 from steerguard.vectors.datasets import ConceptMeta, load_concept
 
 
@@ -59,14 +58,14 @@ def generate(
     op: Annotated[str, typer.Option(help="add, ablate or clamp.")] = "add",
     positions: Annotated[str, typer.Option(help="all, prompt, generated or last_N.")] = "all",
     max_tokens: Annotated[int, typer.Option(help="New tokens per answer.")] = 60,
-    model: Annotated[str, typer.Option("--model", "-m")] = BUNDLED,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="default: configured")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Answer PROMPT twice, unsteered and steered, and show what each intervention did."""
     from steerguard.runtime.engine import GenerationParams
     from steerguard.runtime.plan import Intervention, Operation, Positions, SteeringPlan
 
-    engine, _ = load_engine(model, DEFAULT_CONCEPTS, names={vector})
+    engine = load_engine(open_root(model, audit=False), vectors={vector})
     if vector not in engine.vectors:
         raise PlanError(
             f"--vector {vector!r}: not loaded (have: {', '.join(sorted(engine.vectors))})"

@@ -149,12 +149,11 @@ def _model_scores(
     policy: PolicyEngine, model: str, message: str, names: set[str]
 ) -> dict[str, float]:
     """Score activation conditions the way a request would: the model reads the message."""
-    from steerguard.cli.common import load_quietly
-    from steerguard.pipeline import SteeringPipeline
-    from steerguard.runtime.engine import SteeringEngine
+    from steerguard.cli.common import load_engine, open_root
 
-    engine = SteeringEngine(load_quietly(model))
-    probes = SteeringPipeline(engine, policy).activation_probes(policy)
+    sg = open_root(model, audit=False)
+    engine = load_engine(sg, vectors=False)
+    probes = sg.probes.for_policy(policy, engine)
     wanted = {n: probes[n] for n in names}
     states = engine.activations(
         [[{"role": "user", "content": message}]],

@@ -11,8 +11,8 @@ from rich.table import Table
 
 from steerguard.cli.common import (
     DEFAULT_CONCEPTS,
+    bare_engine,
     console,
-    load_quietly,
     user_errors,
 )
 from steerguard.errors import VectorError
@@ -49,14 +49,13 @@ def build(
     """Make a vector per concept: skips concepts whose data, method and pooling did not
     change, copies the shipped vector when it was made the same way for this model, and
     extracts the rest."""
-    from steerguard.runtime.engine import SteeringEngine
     from steerguard.vectors.library import VectorLibrary
 
     if method not in ("mean_diff", "pca_diff"):
         raise VectorError(f"--method {method!r}: expected 'mean_diff' or 'pca_diff'")
     if pooling not in ("mean_skip_first", "last"):
         raise VectorError(f"--pooling {pooling!r}: expected 'mean_skip_first' or 'last'")
-    engine = SteeringEngine(load_quietly(model))
+    engine = bare_engine(model)
     library = VectorLibrary(engine.fingerprint, root)
     vectors = library.build(
         engine, concepts, force=force, method=method, pooling=pooling  # type: ignore[arg-type]
@@ -77,7 +76,7 @@ def list_(model: ModelOpt = BUNDLED) -> None:
     """List the stored vectors for the model."""
     from steerguard.vectors.library import VectorLibrary
 
-    loaded = load_quietly(model)
+    loaded = bare_engine(model)
     library = VectorLibrary(loaded.fingerprint)
     table = Table("vector", "hash", "method", "layers", "recommended")
     for v in library.load_all():
@@ -99,7 +98,7 @@ def show(
     """Show a vector's metadata, per-layer norms and separation scores."""
     from steerguard.vectors.library import VectorLibrary
 
-    vector = VectorLibrary(load_quietly(model).fingerprint).load(name)
+    vector = VectorLibrary(bare_engine(model).fingerprint).load(name)
     info = {
         **vector.metadata(),
         "content_hash": vector.content_hash(),
@@ -136,7 +135,7 @@ def export(
     from steerguard.vectors.library import VectorLibrary
     from steerguard.vectors.storage import save_vector
 
-    vector = VectorLibrary(load_quietly(model).fingerprint).load(name)
+    vector = VectorLibrary(bare_engine(model).fingerprint).load(name)
     if fmt == "gguf":
         export_gguf(vector, output)
         if 0 in vector.layers:
@@ -161,7 +160,7 @@ def import_(
     from steerguard.vectors.steering_vector import SteeringVector
     from steerguard.vectors.storage import load_vector
 
-    library = VectorLibrary(load_quietly(model).fingerprint)
+    library = VectorLibrary(bare_engine(model).fingerprint)
     if file.suffix == ".gguf":
         vector = import_gguf(file, name, library.fingerprint)
     else:
