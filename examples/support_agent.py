@@ -98,6 +98,8 @@ def show(message: BaseMessage) -> None:
             or repr(message.content)
         )
         print(f"  agent -> {what}")
+        if not sg:  # ChatOpenAI keeps no extra response fields: the audit log below has them
+            return
         vectors = ", ".join(f"{v['vector']} {v['strength']:+.2f}" for v in sg.get("vectors", []))
         print(f"     decision {sg.get('decision_id', '')[:12]} rules={sg.get('rules')} "
               f"steer=[{vectors}]")
@@ -128,11 +130,11 @@ def main(server: str | None = None) -> None:
     # The SDK for this process: OTLP when OTEL_* says so (docker-compose.yml sets it); console
     # spans only on request (OTEL_TRACES_EXPORTER=console), since this prints for a person.
     configure_telemetry(console=False)
-    sg = None if server else Steerguard(
-        SteerguardConfig.load(audit=AuditConfig.load(key_prefix="sgdemo"))
-    )
-    audit = sg.audit if sg is not None else None
-    local = None if sg is None else SteeredChatModel(root=sg, max_tokens=20, max_string_chars=16)
+    sg_root = None if server else Steerguard(
+        SteerguardConfig.load(audit=AuditConfig.load(key_prefix="sgdemo")))
+    audit = sg_root.audit if sg_root is not None else None
+    local = None if sg_root is None else SteeredChatModel(root=sg_root, max_tokens=20,
+                                                          max_string_chars=16)
     sessions = []
     for profile, context, question in USERS:
         session = f"demo-{profile.user_id}-{uuid.uuid4().hex[:6]}"
@@ -171,8 +173,8 @@ def main(server: str | None = None) -> None:
                       f"{r.layers[0]}-{r.layers[-1]} ({r.positions}) by {r.rule_id}: "
                       f"mean |delta| {r.mean_delta_norm:.2f} over {r.positions_affected} "
                       f"positions")
-    if sg is not None:
-        sg.close()
+    if sg_root is not None:
+        sg_root.close()
     print(f"\n{time.perf_counter() - started:.0f} s")
 
 
