@@ -75,8 +75,8 @@ class _Job:
     def stopped(self) -> bool:
         return self.abandoned or (self.cancel is not None and self.cancel.is_set())
 
-    def probe_key(self) -> tuple[tuple[str, int, int], ...]:
-        return tuple((p.name, p.layer, id(p.direction)) for p in self.probes)
+    def probe_key(self) -> tuple[tuple[str, int], ...]:
+        return tuple((p.name, id(p)) for p in self.probes)
 
 
 @dataclass(eq=False)
