@@ -84,7 +84,7 @@ def test_without_store_text_no_record_holds_text_any_kind_quoted() -> None:
                                 store_text=store_text)
         drafts, err = builder.build(item)
         assert err is None
-        stored = json.dumps([x.body for x in drafts]).lower()
+        stored = json.dumps([x.model_dump(mode="json") for x in drafts]).lower()
         assert bool({w for w in SECRET if w in stored}) is leaks
 
 
@@ -166,7 +166,7 @@ item = RequestItem(ids=["a", "b"], ts=1, decision=d, reports=None, result=None,
                    latency_s=None)
 drafts, _ = RecordBuilder(b"k" * 32, Masker(DEFAULT_MASKS), store_user_id=False,
                           store_text=False).build(item)
-print("STORED", "zanzibar" in json.dumps([x.body for x in drafts]))
+print("STORED", "zanzibar" in json.dumps([x.model_dump(mode="json") for x in drafts]))
 '''
 
 
