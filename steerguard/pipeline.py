@@ -9,7 +9,6 @@ model, the CLI, the server) call them.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 import uuid
@@ -20,6 +19,7 @@ from typing import Literal
 import orjson
 
 from steerguard.audit.log import AuditLog
+from steerguard.canonical import digest
 from steerguard.directions.probe import ActivationProbe
 from steerguard.errors import SteerguardError
 from steerguard.policy.decision import Decision, Evidence, RuleMatch
@@ -450,9 +450,8 @@ def explicit_decision(policy: PolicyEngine, request: Request, plan: SteeringPlan
         "messages": [m.model_dump(mode="json", exclude_defaults=True) for m in request.messages],
     }, option=orjson.OPT_SORT_KEYS)
     bundle = policy.ref
-    digest = hashlib.sha256(f"{bundle.content_hash}\nexplicit\n".encode() + payload)
     return Decision(
-        decision_id=digest.hexdigest()[:32],
+        decision_id=digest(f"{bundle.content_hash}\nexplicit\n", payload, size=32),
         bundle=bundle,
         matched=(match,),
         plan=SteeringPlan(interventions=interventions, revision=plan.revision),

@@ -27,10 +27,11 @@ from steerguard.runtime.plan import SteeringPlan
 PACKAGE = Path(__file__).resolve().parents[1] / "steerguard"
 # hashlib outside canonical.py, each for a hash someone else defines
 OTHER_HASHES = {
-    "audit/keyed.py": "HMAC-SHA256 keyed hashes",
     "audit/acl.py": "Redis ACL passwords are given as their SHA-256",
     "audit/sink.py": "Redis names a script by its SHA-1 (EVALSHA)",
     "runtime/loading.py": "a streamed checksum of the model file (gigabytes)",
+    "server/keys.py": "API key files hold a key as its SHA-256",
+    "oversight/dashboard.py": "HTTP ETags of the vendored static files",
 }
 
 

@@ -8,14 +8,13 @@ layer norms. The OpenAI server fills `extra_args` from the request's `vllm_xargs
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from steerguard.canonical import canonical
+from steerguard.canonical import digest
 from steerguard.directions.vector import SteeringVector
 from steerguard.errors import PlanError
 from steerguard.runtime.plan import Intervention, Operation, Positions, SteeringPlan
@@ -93,8 +92,7 @@ class WirePlan(BaseModel):
         same way (None: unsteered, the unsalted cache)."""
         if not self.interventions:
             return None
-        body = canonical([i.model_dump(mode="json") for i in self.interventions])
-        return "steerguard:" + hashlib.sha256(body).hexdigest()
+        return "steerguard:" + digest([i.model_dump(mode="json") for i in self.interventions])
 
     @property
     def skips_prefix_cache(self) -> bool:
