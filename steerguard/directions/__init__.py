@@ -6,8 +6,9 @@ The names below load on first use, so reading a fingerprint does not import torc
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from steerguard.lazy import lazy_names
 
 _WHERE = {
     "ActivationProbe": "probe",
@@ -40,7 +41,4 @@ if TYPE_CHECKING:
     from steerguard.directions.vector import ExtractionInfo, SteeringVector
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+__getattr__ = lazy_names(__name__, _WHERE)

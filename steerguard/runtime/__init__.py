@@ -5,8 +5,9 @@ data types policy and audit records use) does not import torch and transformers.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from steerguard.lazy import lazy_names
 
 _WHERE = {
     "GenerationParams": "engine",
@@ -57,7 +58,4 @@ if TYPE_CHECKING:
     from steerguard.runtime.result import GenerationResult
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+__getattr__ = lazy_names(__name__, _WHERE)

@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "steerguard"
 ABOVE_RUNTIME = {"policy", "audit", "vectors", "pipeline", "chat", "langchain", "server",
                  "telemetry", "cli", "eval", "probes", "root", "examples"}
 # what the bottom layers may use of steerguard besides themselves
-BASE = {"errors", "canonical", "home", "resources"}
+BASE = {"errors", "canonical", "home", "lazy", "resources"}  # leaves: import no steerguard module
 
 
 def _imports(path: Path) -> set[str]:
