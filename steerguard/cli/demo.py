@@ -7,15 +7,21 @@ import json
 import time
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.panel import Panel
 from rich.table import Table
 
 from steerguard.cli.common import console, err_console, load_engine, open_root, user_errors
+
+if TYPE_CHECKING:
+    from steerguard.pipeline import Request, SteeringPipeline, Turn
+    from steerguard.runtime.batching import ContinuousBatcher
+    from steerguard.runtime.engine import GenerationParams, GenerationResult
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,25 @@ def _reason(decision: Any) -> str:
     return "\n".join(lines)
 
 
+def _answer_together(
+    pipeline: SteeringPipeline,
+    batcher: ContinuousBatcher,
+    requests: list[Request],
+    params: GenerationParams,
+) -> tuple[list[Turn], list[GenerationResult]]:
+    """The steered turns through the pipeline and the same prompts unsteered, all submitted
+    at once so they join one batch."""
+
+    def steered(request: Request) -> Turn:
+        *_, turn = pipeline.run_stream(request, params, backend=batcher.stream)
+        return turn
+
+    with ThreadPoolExecutor(2 * len(requests)) as pool:
+        turns = [pool.submit(steered, r) for r in requests]
+        plain = [pool.submit(batcher.generate, r.prompt, None, params) for r in requests]
+        return [t.result() for t in turns], [p.result() for p in plain]
+
+
 @user_errors
 def demo(
     model: Annotated[
@@ -94,6 +119,7 @@ def demo(
     from steerguard.audit import AuditStore
     from steerguard.pipeline import Request
     from steerguard.policy import ChatMessage, RequestContext, UserProfile
+    from steerguard.runtime.batching import ContinuousBatcher
     from steerguard.runtime.engine import GenerationParams
     from steerguard.telemetry.setup import configure_telemetry
 
@@ -106,56 +132,62 @@ def demo(
         audit = sg.audit
     assert audit is not None  # the demo shows the audit: a config that turns it off is refused
     pipeline = sg.pipeline()
+    # Every turn's six rows, steered and unsteered, share one batch, each with its own plan.
+    batcher = ContinuousBatcher(engine, max_batch=2 * len(PERSONAS), gather_s=0.5, quiet_s=0.1)
     params = GenerationParams(max_new_tokens=max_tokens)
     run_id = uuid.uuid4().hex[:8]
     histories: list[list[dict[str, str]]] = [[] for _ in PERSONAS]
     transcript: list[dict[str, Any]] = []
 
-    for turn_no in range(max(len(p.turns) for p in PERSONAS)):
-        table = Table(title=f"turn {turn_no + 1}", show_lines=True, expand=True)
-        for column in ("user", "decision and why", "steered answer", "unsteered answer"):
-            table.add_column(column, ratio=1 if column == "user" else 2)
-        prompts = []
-        for persona, history in zip(PERSONAS, histories, strict=True):
-            history.append({"role": "user", "content": persona.turns[turn_no]})
-            prompts.append(list(history))
-        with err_console.status(f"turn {turn_no + 1}: unsteered answers ..."):
-            plain = engine.generate_batch(prompts, [None] * len(prompts), params)
-        for index, persona in enumerate(PERSONAS):
-            request = Request(
-                messages=tuple(ChatMessage(**m) for m in prompts[index]),
-                prompt=prompts[index],
-                profile=UserProfile(**persona.profile),
-                context=RequestContext(channel="chat"),
-                session_id=f"demo-{run_id}-{persona.profile['user_id']}",
-            )
-            with err_console.status(f"turn {turn_no + 1}: {persona.label} ..."):
-                turn = pipeline.run(request, params)
-            answer = turn.result.text if turn.result is not None else ""
-            histories[index].append({"role": "assistant", "content": answer})
-            table.add_row(
-                f"[bold]{persona.label}[/]\n{persona.turns[turn_no]}",
-                _reason(turn.decision),
-                answer,
-                f"[dim]{plain[index].text}[/]",
-            )
-            transcript.append(
-                {
-                    "turn": turn_no + 1,
-                    "user": persona.profile["user_id"],
-                    "message": persona.turns[turn_no],
-                    "decision_id": turn.decision.decision_id,
-                    "rules": turn.decision.rule_ids,
-                    "plan": turn.decision.plan.summary(),
-                    "explanation": turn.decision.explanation,
-                    "steered": answer,
-                    "unsteered": plain[index].text,
-                    "audit_ids": turn.audit_ids,
-                }
-            )
-        if not as_json:
-            console.print(table)
+    try:
+        for turn_no in range(max(len(p.turns) for p in PERSONAS)):
+            table = Table(title=f"turn {turn_no + 1}", show_lines=True, expand=True)
+            for column in ("user", "decision and why", "steered answer", "unsteered answer"):
+                table.add_column(column, ratio=1 if column == "user" else 2)
+            prompts = []
+            for persona, history in zip(PERSONAS, histories, strict=True):
+                history.append({"role": "user", "content": persona.turns[turn_no]})
+                prompts.append(list(history))
+            requests = [
+                Request(
+                    messages=tuple(ChatMessage(**m) for m in prompt),
+                    prompt=prompt,
+                    profile=UserProfile(**persona.profile),
+                    context=RequestContext(channel="chat"),
+                    session_id=f"demo-{run_id}-{persona.profile['user_id']}",
+                )
+                for persona, prompt in zip(PERSONAS, prompts, strict=True)
+            ]
+            with err_console.status(f"turn {turn_no + 1}: steered and unsteered answers ..."):
+                turns, plain = _answer_together(pipeline, batcher, requests, params)
+            for index, (persona, turn) in enumerate(zip(PERSONAS, turns, strict=True)):
+                answer = turn.result.text if turn.result is not None else ""
+                histories[index].append({"role": "assistant", "content": answer})
+                table.add_row(
+                    f"[bold]{persona.label}[/]\n{persona.turns[turn_no]}",
+                    _reason(turn.decision),
+                    answer,
+                    f"[dim]{plain[index].text}[/]",
+                )
+                transcript.append(
+                    {
+                        "turn": turn_no + 1,
+                        "user": persona.profile["user_id"],
+                        "message": persona.turns[turn_no],
+                        "decision_id": turn.decision.decision_id,
+                        "rules": turn.decision.rule_ids,
+                        "plan": turn.decision.plan.summary(),
+                        "explanation": turn.decision.explanation,
+                        "steered": answer,
+                        "unsteered": plain[index].text,
+                        "audit_ids": turn.audit_ids,
+                    }
+                )
+            if not as_json:
+                console.print(table)
 
+    finally:
+        batcher.close()
     audit.flush(timeout=10.0)
     store = AuditStore.from_config(sg.config.audit)
     records = []
