@@ -140,12 +140,17 @@ class ContinuousBatcher:
         on_step: Callable[[int], None] | None = None,
         gather_s: float = 0.05,
         quiet_s: float = 0.01,
+        arriving: Callable[[], int] | None = None,
     ) -> None:
         """An idle batcher that gets a request waits up to `gather_s` for others arriving
-        with it (until none came for `quiet_s`), so they share one prefill pass."""
+        with it (until none came for `quiet_s`), so they share one prefill pass.
+        `arriving()` counts generations known to be on their way (a server's calls still
+        being planned): while there are any, the gather goes on however quiet it is, and a
+        running batch admits waiting rows a step later, so a burst is one prefill, not many."""
         self.engine = engine
         self.gather_s = gather_s
         self.quiet_s = quiet_s
+        self.arriving = arriving
         self.max_batch = max_batch
         self.max_waiting = max_waiting
         self.on_step = on_step
@@ -181,10 +186,17 @@ class ContinuousBatcher:
         probe_offset: int = 0,
         logits_processor: LogitsProcessor | None = None,
         cancel: threading.Event | None = None,
+        on_submit: Callable[[], None] | None = None,
     ) -> Iterator[StreamChunk]:
         """As `SteeringEngine.stream`, as one row of the shared batch. Closing the iterator
-        frees the row at the next step."""
-        job = self._submit(prompt, plan, params, probes, probe_offset, logits_processor, cancel)
+        frees the row at the next step. `on_submit()` runs once the row waits for the batch
+        (the end of what `arriving` counted)."""
+        try:
+            job = self._submit(prompt, plan, params, probes, probe_offset, logits_processor,
+                               cancel)
+        finally:
+            if on_submit is not None:
+                on_submit()
         try:
             while True:
                 item = job.out.get()
@@ -257,7 +269,9 @@ class ContinuousBatcher:
                     if not self._rows:
                         self._gather()
                     room = self.max_batch - len(self._rows)
-                    admitted, self._waiting = self._waiting[:room], self._waiting[room:]
+                    admitted: list[_Job] = []
+                    if not self._hold_for_arrivals(room):
+                        admitted, self._waiting = self._waiting[:room], self._waiting[room:]
                 try:
                     if not hooked:
                         hooks.enter_context(hooks_installed(self.engine.model))
@@ -287,9 +301,22 @@ class ContinuousBatcher:
             if left <= 0:
                 return
             self._cond.wait(min(left, self.quiet_s))
-            if len(self._waiting) == seen:
+            if len(self._waiting) == seen and not self._arriving():
                 return  # quiet: nobody else is coming
             seen = len(self._waiting)
+
+    def _hold_for_arrivals(self, room: int) -> bool:
+        """Called with the lock held while rows run: keep the waiting rows for the next step
+        boundary when more are on their way and would fit, so the burst joins in one prefill
+        (each prefill stalls the running rows). Never longer than `gather_s`."""
+        if not self._rows or not self._waiting or len(self._waiting) >= room:
+            return False
+        if time.perf_counter() - self._waiting[0].submitted >= self.gather_s:
+            return False
+        return self._arriving() > 0
+
+    def _arriving(self) -> int:
+        return self.arriving() if self.arriving is not None else 0
 
     def _fail_all(self, exc: BaseException) -> None:
         for row in self._rows:
@@ -330,18 +357,53 @@ class ContinuousBatcher:
         engine = self.engine
         program = engine._program([j.plan for j in jobs], jobs[0].probes,
                                   [j.probe_offset for j in jobs])
+        if program is not None:
+            program.rerun_apart = True
         ids, mask = left_pad([j.ids for j in jobs], engine.tokenizer.pad_token_id, engine.device)
         positions = positions_from_mask(mask)
         logits, cache = engine._prefill(program, ids, mask, positions)
         group = _Group(program, len(jobs), [True] * len(jobs))
-        new_rows = []
-        for g, job in enumerate(jobs):
+        again = program.rerun if program is not None else []
+        if not again:
+            self._join(self._activate(jobs, group, range(len(jobs)), logits), cache, mask)
+            return
+        # Some rows' resolved plans steer the prompt below the probe layer: only they run the
+        # prompt again (as each would alone); the others keep this pass's cache and logits.
+        assert program is not None
+        kept = [g for g in range(len(jobs)) if g not in again]
+        for g in again:
+            group.present[g] = False
+        rerun = [jobs[g] for g in again]
+        second = engine._program([program.plans[g] for g in again], (),
+                                 [j.probe_offset for j in rerun])
+        ids2, mask2 = left_pad([j.ids for j in rerun], engine.tokenizer.pad_token_id,
+                               engine.device)
+        logits2, cache2 = engine._prefill(second, ids2, mask2, positions_from_mask(mask2))
+        if second is not None:
+            second.scores = [program.scores[g] for g in again]  # read in the first pass
+        # Join only once both passes ran: a failure above retries each job alone.
+        index = torch.tensor(kept, device=mask.device)
+        for layer in cache.layers:
+            layer.keys = layer.keys.index_select(0, index)
+            layer.values = layer.values.index_select(0, index)
+        self._join(self._activate(jobs, group, kept, logits.index_select(0, index)), cache,
+                   mask.index_select(0, index))
+        group2 = _Group(second, len(rerun), [True] * len(rerun))
+        self._join(self._activate(rerun, group2, range(len(rerun)), logits2), cache2, mask2)
+
+    def _activate(self, jobs: list[_Job], group: _Group, members: Sequence[int],
+                  logits: torch.Tensor) -> list[_Active]:
+        """Batch rows for `jobs[g]` (g in members, program row g), `logits` in that order."""
+        rows = []
+        for k, g in enumerate(members):
+            job = jobs[g]
             generator = None
             if job.params.seed is not None:
-                generator = torch.Generator(device=engine.device).manual_seed(job.params.seed)
-            new_rows.append(_Active(job, group, g, _Row(prompt_len=len(job.ids)),
-                                    logits[g:g + 1], len(job.ids), generator))
-        self._join(new_rows, cache, mask)
+                generator = torch.Generator(device=self.engine.device).manual_seed(
+                    job.params.seed)
+            rows.append(_Active(job, group, g, _Row(prompt_len=len(job.ids)),
+                                logits[k:k + 1], len(job.ids), generator))
+        return rows
 
     def _join(self, rows: list[_Active], cache: Any, mask: torch.Tensor) -> None:
         if self._cache is None or self._mask is None or not self._rows:

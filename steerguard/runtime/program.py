@@ -115,6 +115,11 @@ class SteeringProgram:
         self._slots: dict[Positions, int] = {}  # only grows: slots stay valid across recompiles
         self._apply_masks: list[object] = []  # by slot: a mask, None (all rows) or _SKIP
         self._prefill_mask: torch.Tensor | None = None  # for scopes a resolver adds mid-prefill
+        # A continuous batcher sets `rerun_apart`: when only some rows need the second
+        # prefill, the pass goes on for the others and `rerun` names the rows it must run
+        # again by themselves, so rows that need no second pass do not pay for one.
+        self.rerun_apart = False
+        self.rerun: list[int] = []
         self._compile()
 
     # compile --------------------------------------------------------------------------------
@@ -275,8 +280,10 @@ class SteeringProgram:
                 self.plans[row] = resolver(self.scores[row])
         self.resolvers = [None] * self.batch
         self._compile()
-        if self.needs_second_prefill():
+        again = self.rows_needing_second_prefill()
+        if again and (not self.rerun_apart or len(again) == self.batch):
             raise SecondPrefill
+        self.rerun = again
         self._set_masks_for_new_scopes()
 
     def _set_masks_for_new_scopes(self) -> None:
@@ -294,11 +301,15 @@ class SteeringProgram:
     def needs_second_prefill(self) -> bool:
         """True when a resolved plan steers prompt positions before the probe layer. The probe
         layer itself is fine: probes read its output before the new plan steers it."""
-        return any(
-            layer < self.resolve_layer
-            and any(e.scope.scope is not PositionScope.GENERATED for e in ops.entries)
-            for layer, ops in self.layers.items()
-        )
+        return bool(self.rows_needing_second_prefill())
+
+    def rows_needing_second_prefill(self) -> list[int]:
+        """The rows whose resolved plan steers prompt positions before the probe layer."""
+        return sorted({
+            e.row
+            for layer, ops in self.layers.items() if layer < self.resolve_layer
+            for e in ops.entries if e.scope.scope is not PositionScope.GENERATED
+        })
 
     def restart(self) -> None:
         """Forget measurements and step state (before a second prefill)."""

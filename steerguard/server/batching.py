@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 from steerguard.chat.call import ChatCall
 from steerguard.pipeline import SteeringPipeline, Turn
@@ -28,6 +29,7 @@ class BatchingScheduler(ThreadScheduler):
         self._batchers: dict[int, ContinuousBatcher] = {}
         self._batchers_lock = threading.Lock()
         self._on_step: Callable[[int], None] | None = None
+        self._arriving = 0  # calls taken that have not reached their batcher yet
 
     def observe_batch(self, record: Callable[[int], None]) -> None:
         """`record(rows)` after every decode step (the batch-size metric)."""
@@ -43,7 +45,7 @@ class BatchingScheduler(ThreadScheduler):
                 # prompt rendering, the policy decision): gather them for one prefill.
                 found = self._batchers[id(engine)] = ContinuousBatcher(
                     engine, self.max_batch, self.max_batch + self.max_queue, self._on_step,
-                    gather_s=0.25, quiet_s=0.04)
+                    gather_s=0.25, quiet_s=0.04, arriving=lambda: self._arriving)
             return found
 
     @property
@@ -69,8 +71,26 @@ class BatchingScheduler(ThreadScheduler):
         self, pipeline: SteeringPipeline, call: ChatCall,
         backend: Callable[..., Iterator[StreamChunk]],
     ) -> AsyncIterator[str | Turn]:
-        async for item in ThreadScheduler.stream(self, pipeline, call, backend=backend):
-            yield item
+        # Counted from here until the row is submitted (or the call fails before): the
+        # batcher waits for these while it gathers a prefill group.
+        pending = [True]
+
+        def arrived() -> None:
+            with self._lock:
+                if pending[0]:
+                    pending[0] = False
+                    self._arriving -= 1
+
+        def rows(*args: Any, **kwargs: Any) -> Iterator[StreamChunk]:
+            return backend(*args, on_submit=arrived, **kwargs)
+
+        with self._lock:
+            self._arriving += 1
+        try:
+            async for item in ThreadScheduler.stream(self, pipeline, call, backend=rows):
+                yield item
+        finally:
+            arrived()
 
     async def close(self) -> None:
         await super().close()

@@ -196,3 +196,42 @@ def test_sampled_rows_with_a_seed_equal_alone(engine, batcher) -> None:
     got = batcher.generate(PROMPTS[0], plan("a", 0.5), params)
     greedy.join()
     assert got.token_ids == alone.token_ids
+
+
+def test_rows_needing_a_second_prefill_rerun_apart_and_match_alone(engine, batcher,
+                                                                   loaded) -> None:
+    """Only rows whose resolved plan steers the prompt below the probe layer run it again;
+    the others keep the first pass. Each row's tokens, scores and reports equal alone."""
+    hidden = loaded.fingerprint.hidden_size
+    direction = torch.nn.functional.normalize(
+        torch.randn(hidden, generator=torch.Generator().manual_seed(5)), dim=0)
+    probe = ActivationProbe(name="p", threshold=0.0, scale=1.0, parts=(
+        ProbeLayer(layer=2, direction=tuple(direction.tolist()), center=0.0, spread=1.0),))
+
+    def resolver(k: int):
+        def resolve(scores):
+            if k % 2 == 0:  # below the probe layer, prompt positions: a second prefill
+                return plan("a", 0.5 + scores["p"] * 0.1, layers=(0, 1))
+            return plan("b", 0.7, layers=(0, 3), positions="generated")
+        return resolve
+
+    params = GenerationParams(max_new_tokens=6)
+    prompts = [PROMPTS[k % len(PROMPTS)] for k in range(4)]
+    alone = [engine.generate(p, resolver(k), params, probes=[probe])
+             for k, p in enumerate(prompts)]
+    barrier = threading.Barrier(4)
+
+    def run(k: int):
+        barrier.wait()
+        return batcher.generate(prompts[k], resolver(k), params, probes=[probe])
+
+    with ThreadPoolExecutor(4) as pool:
+        shared = list(pool.map(run, range(4)))
+    for got, want in zip(shared, alone, strict=True):
+        assert got.token_ids == want.token_ids
+        assert got.probe_scores["p"] == pytest.approx(want.probe_scores["p"], abs=1e-4)
+        assert [len(r.layers) for r in got.reports] == [len(r.layers) for r in want.reports]
+        for a, b in zip(got.reports, want.reports, strict=True):
+            for la, lb in zip(a.layers, b.layers, strict=True):
+                assert la.positions_affected == lb.positions_affected
+                assert la.delta_norm == pytest.approx(lb.delta_norm, rel=1e-4, abs=1e-5)
