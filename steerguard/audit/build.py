@@ -54,13 +54,17 @@ class RecordBuilder:
     def __init__(
         self, key: bytes, masker: Masker, *, store_user_id: bool, store_text: bool
     ) -> None:
-        self._key = key
+        # the key's HMAC pads, hashed once: each keyed hash copies them (hmac.digest hashes the
+        # key again every call)
+        self._hmac = hmac.new(key, digestmod="sha256")
         self._mask = masker
         self._store_user_id = store_user_id
         self._store_text = store_text
 
     def keyed_hash(self, domain: str, value: str) -> str:
-        return hmac.digest(self._key, f"{domain}\0{value}".encode(), "sha256").hex()[:32]
+        h = self._hmac.copy()
+        h.update(f"{domain}\0{value}".encode())
+        return h.hexdigest()[:32]
 
     def user_ref(self, user_id: str) -> str:
         return user_id if self._store_user_id else self.keyed_hash("user", user_id)
@@ -127,26 +131,27 @@ class RecordBuilder:
         has_quotes = any(e.quote is not None for m in d.matched for e in m.evidence)
         explanation = render(d, quote) if has_quotes else d.explanation
         latency = item.latency_s if item.latency_s is not None else (r.latency_s if r else None)
-        return DecisionDraft(
+        # model_validate of one dict: __init__(**fields) adds about 1.5 us per record
+        return DecisionDraft.model_validate({
             **common,
-            record_id=item.ids[0],
-            rules=[RuleInfo(rule_id=m.rule_id, priority=m.priority,
-                            evidence=[self._evidence(e, quote) for e in m.evidence])
-                   for m in d.matched],
-            dropped=[DroppedInfo(rule_id=x.rule_id, vector=x.vector, reason=x.reason.value,
-                                 detail=self._mask(x.detail))
-                     for x in d.dropped],
-            plan_hash=d.plan.content_hash(),
-            intervention_ids=[i.record_id for i in interventions],
-            explanation=self._mask(explanation),
-            failed_closed=d.failed_closed,
-            policy_error=d.error,
-            content=self._content(item),
-            prompt_tokens=r.prompt_tokens if r else None,
-            completion_tokens=r.completion_tokens if r else None,
-            finish_reason=r.finish_reason if r else None,
-            latency_ms=round(latency * 1000, 3) if latency is not None else None,
-        )
+            "record_id": item.ids[0],
+            "rules": [RuleInfo(rule_id=m.rule_id, priority=m.priority,
+                               evidence=[self._evidence(e, quote) for e in m.evidence])
+                      for m in d.matched],
+            "dropped": [DroppedInfo(rule_id=x.rule_id, vector=x.vector, reason=x.reason.value,
+                                    detail=self._mask(x.detail))
+                        for x in d.dropped],
+            "plan_hash": d.plan.content_hash(),
+            "intervention_ids": [i.record_id for i in interventions],
+            "explanation": self._mask(explanation),
+            "failed_closed": d.failed_closed,
+            "policy_error": d.error,
+            "content": self._content(item),
+            "prompt_tokens": r.prompt_tokens if r else None,
+            "completion_tokens": r.completion_tokens if r else None,
+            "finish_reason": r.finish_reason if r else None,
+            "latency_ms": round(latency * 1000, 3) if latency is not None else None,
+        })
 
     def _content(self, item: RequestItem) -> Content:
         answer = item.answer if item.answer is not None else (
@@ -163,17 +168,17 @@ class RecordBuilder:
                        ) -> list[InterventionDraft]:
         """One per intervention: measured, or else as planned."""
         if item.reports:
-            return [InterventionDraft(
-                **common, **_planned_fields(rep.intervention), record_id=item.ids[n + 1],
-                index=rep.index, vector_hash=rep.vector_hash, coefficients=rep.coefficients,
-                measured=True,
-                measurements=rep.layers,
-                positions_affected=rep.positions_affected,
-                mean_delta_norm=rep.mean_delta_norm,
-            ) for n, rep in enumerate(item.reports)]
-        return [InterventionDraft(**common, **_planned_fields(iv), record_id=item.ids[n + 1],
-                                  index=n, vector_hash=iv.vector_hash, measured=False)
-                for n, iv in enumerate(planned(item.decision))]
+            return [InterventionDraft.model_validate({
+                **common, **_planned_fields(rep.intervention), "record_id": item.ids[n + 1],
+                "index": rep.index, "vector_hash": rep.vector_hash,
+                "coefficients": rep.coefficients, "measured": True,
+                "measurements": rep.layers, "positions_affected": rep.positions_affected,
+                "mean_delta_norm": rep.mean_delta_norm,
+            }) for n, rep in enumerate(item.reports)]
+        return [InterventionDraft.model_validate({
+            **common, **_planned_fields(iv), "record_id": item.ids[n + 1], "index": n,
+            "vector_hash": iv.vector_hash, "measured": False,
+        }) for n, iv in enumerate(planned(item.decision))]
 
 
 def _planned_fields(iv: Intervention) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from steerguard.audit.chain import ChainHead
 from steerguard.audit.indexes import aggregates_of, indexes_of, own_indexes, request_indexes
@@ -29,7 +30,7 @@ class Sealed:
     @classmethod
     def seal(cls, head: ChainHead, draft: Draft) -> Sealed:
         """`draft` as the next record of `head`'s chain."""
-        payload, digest = head.seal(draft.model_dump(mode="json"))
+        payload, digest = head.seal(_body(draft))
         return cls._of(draft, head.chain_id, head.seq, payload, digest)
 
     @classmethod
@@ -42,7 +43,7 @@ class Sealed:
         day, shared = day_of(first.ts), request_indexes(first)
         out = []
         for draft in drafts:
-            payload, digest = head.seal(draft.model_dump(mode="json"))
+            payload, digest = head.seal(_body(draft))
             out.append(cls(payload, digest, head.chain_id, head.seq, draft.ts, day,
                            draft.decision_id, shared + own_indexes(draft),
                            aggregates_of(draft)))
@@ -58,3 +59,10 @@ class Sealed:
     def _of(cls, record: Draft, chain: str, seq: int, payload: bytes, digest: str) -> Sealed:
         return cls(payload, digest, chain, seq, record.ts, day_of(record.ts),
                    record.decision_id, indexes_of(record), aggregates_of(record))
+
+
+def _body(draft: Draft) -> dict[str, Any]:
+    """The draft's JSON values, as model_dump(mode="json") gives them, without its argument
+    handling (0.5 us a record)."""
+    body: dict[str, Any] = draft.__pydantic_serializer__.to_python(draft, mode="json")
+    return body

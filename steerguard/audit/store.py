@@ -198,8 +198,8 @@ class AuditStore:
                     continue
                 out.append(rec)
                 if len(out) == limit:
-                    return Page(records=out, cursor=_encode_cursor(day, here))
-        return Page(records=out, cursor=None)
+                    return _page(out, _encode_cursor(day, here))
+        return _page(out, None)
 
     def _days_for(self, since: TimeLike, until: TimeLike) -> tuple[int, int, list[str]]:
         """The query's time range in ms and the days to read, oldest first. A range of a
@@ -455,6 +455,12 @@ class AuditStore:
             self.client.zrem(self.keys.days, day)
             trimmed.append(day)
         return trimmed
+
+
+def _page(records: list[Record], cursor: str | None) -> Page:
+    """A page of records validated as they were parsed from their stored bytes: not
+    validated again (30 us a 100-record page)."""
+    return Page.model_construct(records=records, cursor=cursor)
 
 
 def _after(rows: list[Mark], mark: Mark | None) -> list[Mark]:

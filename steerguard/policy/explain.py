@@ -15,8 +15,9 @@ def layer_span(layers: tuple[int, ...]) -> str:
 
 
 def describe_intervention(i: Intervention) -> str:
-    amount = "" if i.op.value == "ablate" else f" {i.strength:+.3f}"
-    return f"{i.vector} {i.op.value}{amount} at layers {layer_span(i.layers)} ({i.positions})"
+    op = i.op.value  # an enum's value is a property: read once
+    amount = "" if op == "ablate" else f" {i.strength:+.3f}"
+    return f"{i.vector} {op}{amount} at layers {layer_span(i.layers)} ({i.positions})"
 
 
 def explanation(

