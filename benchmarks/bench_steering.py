@@ -21,23 +21,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import median_ratio, write
+from benchmarks.common import QUESTIONS, median_ratio, write
 from steerguard.directions.vector import ExtractionInfo, SteeringVector
 from steerguard.runtime.engine import GenerationParams, SteeringEngine
 from steerguard.runtime.layers import decoder_layers
 from steerguard.runtime.loading import bundled_model_dir, load_model
 from steerguard.runtime.plan import SteeringPlan
-
-PROMPTS = [
-    "Tell me about the sea.",
-    "How do I reset my password?",
-    "What should I cook tonight?",
-    "Describe a quiet morning in the city.",
-    "Why is the sky blue?",
-    "Give me tips for a job interview.",
-    "What is a good name for a cat?",
-    "How do plants grow?",
-]
 
 
 def timed(fn) -> float:
@@ -75,9 +64,9 @@ def main() -> None:
     strength = 0.002  # small, so every mode generates the same number of tokens
     params = GenerationParams(max_new_tokens=args.tokens)
     # min tokens: ignore EOS by forcing length via a long-answer prompt set and checking counts.
-    prompt = [{"role": "user", "content": PROMPTS[0]}]
+    prompt = [{"role": "user", "content": QUESTIONS[0]}]
     one_plan = SteeringPlan.single("v0", strength, all_layers)
-    batch_prompts = [[{"role": "user", "content": p}] for p in PROMPTS]
+    batch_prompts = [[{"role": "user", "content": p}] for p in QUESTIONS]
     batch_plans = [SteeringPlan.single(n, strength, all_layers) for n in names]
 
     layers = decoder_layers(loaded.model)

@@ -35,21 +35,11 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import median_ratio, write
+from benchmarks.common import QUESTIONS, median_ratio, write
 from steerguard.runtime.plan import SteeringPlan
 from steerguard.vectors.library import VectorLibrary
 from steerguard.vllm.backend import VllmBackend
 
-QUESTIONS = [
-    "Tell me about the sea.",
-    "How do I reset my password?",
-    "What should I cook tonight?",
-    "Describe a quiet morning in the city.",
-    "Why is the sky blue?",
-    "Give me tips for a job interview.",
-    "What is a good name for a cat?",
-    "How do plants grow?",
-]
 SYSTEM = " ".join(
     f"Rule {i}: answer politely, stay on topic, and keep every answer short and clear."
     for i in range(24)

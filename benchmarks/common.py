@@ -12,6 +12,19 @@ from steerguard.eval.machine import cpu_name
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
+# The user turns the steering benchmarks generate for (bench_steering.py, bench_vllm.py), the
+# same on both backends so their costs compare.
+QUESTIONS = (
+    "Tell me about the sea.",
+    "How do I reset my password?",
+    "What should I cook tonight?",
+    "Describe a quiet morning in the city.",
+    "Why is the sky blue?",
+    "Give me tips for a job interview.",
+    "What is a good name for a cat?",
+    "How do plants grow?",
+)
+
 
 def machine() -> dict[str, object]:
     import torch

@@ -3,41 +3,22 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
 
 from steerguard.pipeline import Request, SteeringPipeline, Turn
 from steerguard.policy.inputs import ChatMessage, UserProfile
 from steerguard.probes import ProbeProvider
 from steerguard.resources import default_bundle_path
 from steerguard.runtime.engine import GenerationParams
+from tests.conftest import SHARED_REDIS_URL, audit_log_fixture
 
 pytestmark = pytest.mark.real_model
-URL = "redis://127.0.0.1:6379/0"
+URL = SHARED_REDIS_URL
 
 
-@pytest.fixture(scope="module")
-def audit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from steerguard.audit.config import AuditConfig
-    from steerguard.audit.log import AuditLog
-
-    client = redis.Redis.from_url(URL, socket_timeout=2)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        pytest.skip("no Redis at 127.0.0.1:6379")
-    prefix = "sgpipe" + uuid.uuid4().hex[:10]
-    log = AuditLog(AuditConfig(redis_url=URL, key_prefix=prefix, spill_fsync=False,
-                               home=tmp_path_factory.mktemp("audit")))
-    yield log
-    log.close()
-    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-    if keys:
-        client.unlink(*keys)
-    client.close()
+audit = audit_log_fixture("audit", "sgpipe", "module")
 
 
 @pytest.fixture(scope="module")

@@ -112,9 +112,16 @@ class RecordBuilder:
             return repr(text)
         return f"[text withheld, hmac {self.keyed_hash('evidence', text)[:16]}]"
 
+    def _value(self, value: str) -> str:
+        """A profile or context value as stored: with store_user_id the value, else a keyed
+        hash of it (the values describe the user as an id would)."""
+        if self._store_user_id:
+            return value
+        return f"[value withheld, hmac {self.keyed_hash('value', value)[:16]}]"
+
     def _evidence(self, e: Evidence, quote: Callable[[str], str]) -> EvidenceInfo:
         return EvidenceInfo(predicate=e.predicate, source=e.source,
-                            detail=self._mask(e.describe(quote)), span=e.span)
+                            detail=self._mask(e.describe(quote, self._value)), span=e.span)
 
     def _decision(self, item: RequestItem, common: dict[str, Any],
                   interventions: Sequence[InterventionDraft]) -> DecisionDraft:
@@ -128,8 +135,9 @@ class RecordBuilder:
                 quoted[text] = self._quote(text)
             return quoted[text]
 
-        has_quotes = any(e.quote is not None for m in d.matched for e in m.evidence)
-        explanation = render(d, quote) if has_quotes else d.explanation
+        withheld = any(e.quote is not None or (e.value is not None and not self._store_user_id)
+                       for m in d.matched for e in m.evidence)
+        explanation = render(d, quote, self._value) if withheld else d.explanation
         latency = item.latency_s if item.latency_s is not None else (r.latency_s if r else None)
         # model_validate of one dict: __init__(**fields) adds about 1.5 us per record
         return DecisionDraft.model_validate({

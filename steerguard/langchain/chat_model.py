@@ -40,6 +40,7 @@ from langchain_core.utils.function_calling import convert_to_json_schema, conver
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import ConfigDict, Field, PrivateAttr
 
+from steerguard.chat.bridge import stream_in_thread
 from steerguard.chat.call import (
     ChatCall,
     RequestIdentity,
@@ -402,45 +403,17 @@ class SteeredChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        loop = asyncio.get_running_loop()
         pipe, call = await run_in_executor(None, self._prepare, messages, stop, kwargs)
-        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-
-        def put(kind: str, value: Any) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop may be gone after a cancel
-                loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
-
-        def produce() -> None:
-            try:
-                with contextlib.closing(self._chunks(pipe, call)) as chunks:
-                    for chunk in chunks:
-                        put("chunk", chunk)
-                        if call.cancel.is_set() and not call.timed_out:
-                            break  # consumer left: closing records the request cancelled
-            except BaseException as exc:  # handed to the consumer
-                put("error", exc)
-            finally:
-                put("done", None)
-
-        worker = asyncio.ensure_future(run_in_executor(None, produce))
-        finished = False
-        try:
-            while True:
-                kind, value = await queue.get()
-                if kind == "done":
-                    finished = True
-                    break
-                if kind == "error":
-                    finished = True
-                    raise value
+        async with contextlib.aclosing(stream_in_thread(
+            lambda: self._chunks(pipe, call),
+            lambda produce: run_in_executor(None, produce),
+            call.cancel,
+            stop=lambda: call.cancel.is_set() and not call.timed_out,
+        )) as chunks:
+            async for chunk in chunks:
                 if run_manager is not None:
-                    await run_manager.on_llm_new_token(str(value.message.content), chunk=value)
-                yield value
-        finally:
-            if not finished:
-                call.cancel.set()  # consumer stopped early or was cancelled
-            with contextlib.suppress(BaseException):
-                await asyncio.wait_for(asyncio.shield(worker), timeout=30)
+                    await run_manager.on_llm_new_token(str(chunk.message.content), chunk=chunk)
+                yield chunk
 
 
 def _dumps(args: Mapping[str, Any]) -> str:

@@ -21,8 +21,10 @@ class BundleRef(BaseModel):
 class Evidence(BaseModel):
     """One predicate that held, and what it held on.
 
-    Conversation text a predicate matched is kept apart in `quote`, never inside `detail`:
-    the audit log withholds or masks quotes by this field, without parsing any text."""
+    Conversation text a predicate matched is kept apart in `quote`, and the application's data
+    about the user it read (a profile or context field's value) in `value`, never inside
+    `detail`: the audit log withholds or masks them by these fields, without parsing any
+    text."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -30,17 +32,26 @@ class Evidence(BaseModel):
     source: str = Field(description="e.g. 'message.user', 'profile.age_band', 'context.channel'")
     detail: str = Field(
         default="",
-        description="What held, in the policy's own terms (pattern, field value, score vs "
-        "threshold); never text from the conversation.",
+        description="What held, in the policy's own terms (pattern, field name, score vs "
+        "threshold); never text from the conversation nor a profile or context value.",
+    )
+    value: str | None = Field(
+        default=None,
+        description="The profile or context value the predicate read, as shown after "
+        "`detail` (its repr, or 'absent'), if any.",
     )
     quote: str | None = Field(
         default=None, description="The conversation text the predicate matched, if any."
     )
     span: tuple[int, int] | None = None
 
-    def describe(self, quote: Callable[[str], str] = repr) -> str:
-        """`detail` followed by the quote as `quote` renders it."""
+    def describe(
+        self, quote: Callable[[str], str] = repr, value: Callable[[str], str] = str
+    ) -> str:
+        """`detail` followed by the value as `value` renders it and the quote as `quote` does."""
         parts = [self.detail] if self.detail else []
+        if self.value is not None:
+            parts.append(value(self.value))
         if self.quote is not None:
             parts.append(quote(self.quote))
         return " ".join(parts)

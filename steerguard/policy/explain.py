@@ -28,6 +28,7 @@ def explanation(
     errors: tuple[str, ...] | list[str],
     failed_closed: bool,
     quote: Callable[[str], str] = repr,
+    value: Callable[[str], str] = str,
 ) -> str:
     lines = [f"policy {bundle.name} revision {bundle.revision} ({bundle.content_hash[:12]})"]
     if failed_closed:
@@ -37,7 +38,7 @@ def explanation(
         lines.append("no rule matched")
     for m in matched:
         why = "; ".join(
-            f"{e.predicate} {e.source}: {e.describe(quote)}"
+            f"{e.predicate} {e.source}: {e.describe(quote, value)}"
             + (f" [{e.span[0]}:{e.span[1]}]" if e.span else "")
             for e in m.evidence
         )
@@ -54,9 +55,12 @@ def explanation(
     return "\n".join(lines)
 
 
-def render(decision: Decision, quote: Callable[[str], str] = repr) -> str:
-    """`decision`'s explanation with each quote of the conversation rendered by `quote`."""
+def render(
+    decision: Decision, quote: Callable[[str], str] = repr, value: Callable[[str], str] = str
+) -> str:
+    """`decision`'s explanation with each quote of the conversation rendered by `quote` and
+    each profile or context value by `value`."""
     return explanation(
         decision.bundle, decision.matched, decision.dropped, decision.plan.interventions,
-        decision.errors, decision.failed_closed, quote,
+        decision.errors, decision.failed_closed, quote, value,
     )

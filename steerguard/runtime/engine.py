@@ -28,7 +28,7 @@ from steerguard.runtime.hooks import active_program, hooks_installed
 from steerguard.runtime.loading import LoadedModel
 from steerguard.runtime.plan import SteeringPlan
 from steerguard.runtime.program import PlanResolver, SecondPrefill, SteeringProgram
-from steerguard.runtime.prompts import Prompt, encode_prompt
+from steerguard.runtime.prompts import Prompt, encode_prompt, encode_rows
 from steerguard.runtime.result import FinishReason, GenerationResult
 
 LogitsProcessor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -209,21 +209,8 @@ class SteeringEngine:
         probe_offsets: Sequence[int] | None = None,
     ) -> Iterator[list[GenerationResult] | tuple[int | None, str] | None]:
         params = params or GenerationParams()
-        if len(prompts) != len(plans):
-            raise PlanError(f"{len(prompts)} prompts but {len(plans)} plans")
-        if not prompts:
-            raise PlanError("generate_batch needs at least one prompt")
         started = time.perf_counter()
-        encoded = [self.encode(p) for p in prompts]
-        if any(not p for p in encoded):
-            raise PlanError("a prompt encodes to no tokens")
-        offsets = list(probe_offsets) if probe_offsets is not None else [0] * len(prompts)
-        if len(offsets) != len(prompts) or any(
-            not 0 <= o < len(p) for o, p in zip(offsets, encoded, strict=True)
-        ):
-            raise PlanError(
-                f"probe offsets {offsets} must give one offset per prompt, each below its length"
-            )
+        encoded, offsets = encode_rows(self.encode, prompts, plans, probe_offsets)
         program = self._program(plans, probes, offsets)
         rows = [_Row(prompt_len=len(p)) for p in encoded]
         pad = self.tokenizer.pad_token_id

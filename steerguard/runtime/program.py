@@ -358,24 +358,12 @@ class SteeringProgram:
         after: torch.Tensor | None,
     ) -> LayerMeasurement:
         if before is None or after is None:
-            return LayerMeasurement(
-                layer=layer,
-                positions_affected=0,
-                delta_norm=0.0,
-                projection_before=0.0,
-                projection_after=0.0,
-            )
+            return _unchanged(layer)
         mask = torch.cat([self.step_masks[s][entry.scope] for s in ops.steps], dim=1)[entry.row]
         mask = mask.float()
         count = float(mask.sum())
         if count == 0:
-            return LayerMeasurement(
-                layer=layer,
-                positions_affected=0,
-                delta_norm=0.0,
-                projection_before=0.0,
-                projection_after=0.0,
-            )
+            return _unchanged(layer)
         proj_before = float((before[entry.row, :, entry.column] * mask).sum()) / count
         proj_after = float((after[entry.row, :, entry.column] * mask).sum()) / count
         if entry.op is Operation.ADD:
@@ -390,3 +378,9 @@ class SteeringProgram:
             projection_before=proj_before,
             projection_after=proj_after,
         )
+
+
+def _unchanged(layer: int) -> LayerMeasurement:
+    """A layer's measurement with nothing steered there (or nothing to compare)."""
+    return LayerMeasurement(layer=layer, positions_affected=0, delta_norm=0.0,
+                            projection_before=0.0, projection_after=0.0)

@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
+from steerguard.chat.bridge import stream_in_thread
 from steerguard.chat.call import ChatCall, stream_call
 from steerguard.pipeline import SteeringPipeline, StreamBackend, Turn
 
@@ -66,46 +67,22 @@ class ThreadScheduler:
             self._check_room()
             self._waiting += 1
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[str, object]] = asyncio.Queue()
 
-        def put(kind: str, value: object) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop may be gone after a cancel
-                loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
-
-        def produce() -> None:
+        def items() -> Iterator[str | Turn]:
             with self._lock:
                 self._waiting -= 1
                 self._running += 1
             try:
-                with contextlib.closing(stream_call(pipeline, call, backend)) as items:
-                    for item in items:
-                        put("item", item)
-                        if call.cancel.is_set():
-                            break  # consumer left: closing records it cancelled
-            except BaseException as exc:  # handed to the consumer
-                put("error", exc)
+                yield from stream_call(pipeline, call, backend)
             finally:
                 with self._lock:
                     self._running -= 1
-                put("done", None)
 
-        worker = loop.run_in_executor(self._pool, produce)
-        finished = False
-        try:
-            while True:
-                kind, value = await queue.get()
-                if kind == "done":
-                    finished = True
-                    return
-                if kind == "error":
-                    finished = True
-                    raise value  # type: ignore[misc]
-                yield value  # type: ignore[misc]
-        finally:
-            if not finished:
-                call.cancel.set()
-            with contextlib.suppress(BaseException):
-                await asyncio.wait_for(asyncio.shield(worker), timeout=30)
+        async with contextlib.aclosing(stream_in_thread(
+            items, lambda produce: loop.run_in_executor(self._pool, produce), call.cancel
+        )) as stream:
+            async for item in stream:
+                yield item
 
     def _check_room(self) -> None:
         """Called under the lock before a call is taken: QueueFull when there is none."""

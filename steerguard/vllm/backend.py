@@ -49,7 +49,7 @@ from steerguard.runtime.loading import (
 )
 from steerguard.runtime.plan import SteeringPlan
 from steerguard.runtime.program import PlanResolver
-from steerguard.runtime.prompts import Prompt, encode_prompt
+from steerguard.runtime.prompts import Prompt, encode_prompt, encode_rows
 from steerguard.runtime.report import InterventionReport
 from steerguard.runtime.result import FinishReason, GenerationResult
 from steerguard.vllm.config import CONFIG_KEY, WORKER_EXTENSION
@@ -346,19 +346,11 @@ class VllmBackend:
         prompts: Sequence[Prompt],
         plans: Sequence[RowPlan],
         params: GenerationParams | None = None,
-        *,
-        probes: Sequence[ActivationProbe] = (),
-        probe_offsets: Sequence[int] | None = None,
-        logits_processor: LogitsProcessor | None = None,
-        cancel: threading.Event | None = None,
+        **options: Any,
     ) -> list[GenerationResult]:
-        """Each row with its own plan (None: unsteered); rows run as concurrent vLLM requests."""
-        return self.run(
-            self.agenerate_batch(
-                prompts, plans, params, probes=probes, probe_offsets=probe_offsets,
-                logits_processor=logits_processor, cancel=cancel,
-            )
-        )
+        """Each row with its own plan (None: unsteered); rows run as concurrent vLLM requests.
+        `options` as agenerate_batch takes them."""
+        return self.run(self.agenerate_batch(prompts, plans, params, **options))
 
     async def agenerate_batch(
         self,
@@ -446,10 +438,7 @@ class VllmBackend:
             )
         if params.return_logits:
             raise PlanError("return_logits needs the hf backend")
-        if len(prompts) != len(plans):
-            raise PlanError(f"{len(prompts)} prompts but {len(plans)} plans")
-        if not prompts:
-            raise PlanError("generate_batch needs at least one prompt")
+        encoded, offsets = encode_rows(self.encode, prompts, plans, probe_offsets)
         if any(not isinstance(p, SteeringPlan) and p is not None for p in plans) and not probes:
             raise PlanError("a plan resolver needs at least one probe to read")
         for probe in probes:
@@ -458,16 +447,6 @@ class VllmBackend:
                     raise PlanError(
                         f"probe {probe.name!r} reads layer {part.layer}, out of range"
                     )
-        encoded = [self.encode(p) for p in prompts]
-        if any(not ids for ids in encoded):
-            raise PlanError("a prompt encodes to no tokens")
-        offsets = list(probe_offsets) if probe_offsets is not None else [0] * len(prompts)
-        if len(offsets) != len(prompts) or any(
-            not 0 <= o < len(ids) for o, ids in zip(offsets, encoded, strict=True)
-        ):
-            raise PlanError(
-                f"probe offsets {offsets} must give one offset per prompt, each below its length"
-            )
         return encoded, offsets
 
     async def _row(

@@ -6,7 +6,6 @@ import socket
 import subprocess
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,34 +13,7 @@ import pytest
 import redis
 
 from steerguard.audit import AuditConfig
-
-SHARED_URL = "redis://127.0.0.1:6379/0"
-
-
-def _shared() -> redis.Redis:
-    client = redis.Redis.from_url(SHARED_URL, socket_timeout=2)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        pytest.skip("no Redis at 127.0.0.1:6379")
-    return client
-
-
-@pytest.fixture(scope="session")
-def shared_redis() -> Iterator[redis.Redis]:
-    client = _shared()
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def prefix(shared_redis: redis.Redis) -> Iterator[str]:
-    """A key prefix of this test's own; only its keys are deleted afterwards (never FLUSH)."""
-    p = "sgtest" + uuid.uuid4().hex[:10]
-    yield p
-    keys = list(shared_redis.scan_iter(match=f"{p}:*", count=1000))
-    if keys:
-        shared_redis.unlink(*keys)
+from tests.conftest import SHARED_REDIS_URL as SHARED_URL
 
 
 @pytest.fixture

@@ -3,44 +3,14 @@ shipped policy bundle, and an audit log in the shared Redis under a key prefix o
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
 
 from steerguard.resources import default_bundle_path
+from tests.conftest import audit_log_fixture
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-@pytest.fixture(scope="session")
-def lc_redis() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        pytest.skip("no Redis at 127.0.0.1:6379")
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="session")
-def lc_audit(lc_redis: redis.Redis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A real AuditLog; only this session's keys are deleted afterwards (never FLUSH)."""
-    from steerguard.audit.config import AuditConfig
-    from steerguard.audit.log import AuditLog
-
-    prefix = "sglc" + uuid.uuid4().hex[:10]
-    config = AuditConfig(redis_url=REDIS_URL, key_prefix=prefix,
-                         home=tmp_path_factory.mktemp("audit"), spill_fsync=False)
-    log = AuditLog(config)
-    yield log
-    log.close()
-    keys = list(lc_redis.scan_iter(match=f"{prefix}:*", count=1000))
-    if keys:
-        lc_redis.unlink(*keys)
+lc_audit = audit_log_fixture("lc_audit", "sglc", "session")
 
 
 @pytest.fixture(scope="session")

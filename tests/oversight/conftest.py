@@ -1,51 +1,26 @@
 """Oversight over a real Redis: records written through the real AuditLog writer under a key
-prefix of each test's own (only its keys are deleted afterwards)."""
+prefix of each test's own (`prefix`, tests/conftest.py: only its keys are deleted afterwards)."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import redis
 
 from steerguard.audit import AuditConfig, AuditLog, AuditStore
 from steerguard.oversight import Oversight
 from steerguard.oversight.app import create_app
 from steerguard.server.keys import KeyEntry, KeyRing, hash_key
 from tests.audit import factories as f
+from tests.conftest import SHARED_REDIS_URL
 
-URL = "redis://127.0.0.1:6379/0"
+URL = SHARED_REDIS_URL
 HMAC_KEY = "oversight-test-hmac-key-0123456789abcdef"
 READER_KEY = "sk-reader-" + "r" * 24
 CHAT_KEY = "sk-chat-only-" + "c" * 24
 ADMIN_KEY = "sk-admin-" + "a" * 24
-
-
-@pytest.fixture(scope="session")
-def shared_redis() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(URL, socket_timeout=2)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        pytest.skip("no Redis at 127.0.0.1:6379")
-    yield client
-    client.close()
-
-
-def drop_prefix(client: redis.Redis, prefix: str) -> None:
-    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-    if keys:
-        client.unlink(*keys)
-
-
-@pytest.fixture
-def prefix(shared_redis: redis.Redis) -> Iterator[str]:
-    p = "sgov" + uuid.uuid4().hex[:10]
-    yield p
-    drop_prefix(shared_redis, p)
 
 
 @pytest.fixture

@@ -20,7 +20,8 @@ import redis
 import yaml
 
 from steerguard.canonical import canonical
-from tests.oversight.conftest import CHAT_KEY, HMAC_KEY, READER_KEY, URL, drop_prefix
+from tests.conftest import own_prefix
+from tests.oversight.conftest import CHAT_KEY, HMAC_KEY, READER_KEY, URL
 from tests.oversight.test_api import verify_file
 
 pytestmark = [pytest.mark.browser, pytest.mark.real_model, pytest.mark.redis]
@@ -64,15 +65,15 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    client = redis.Redis.from_url(URL, socket_timeout=2)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        pytest.skip("no Redis at 127.0.0.1:6379")
+def server(tmp_path_factory: pytest.TempPathFactory, shared_redis: redis.Redis
+           ) -> Iterator[Server]:
     if not Path(CHROMIUM).exists():
         pytest.skip("no chromium (apt-get install chromium)")
-    prefix = "sgovb" + uuid.uuid4().hex[:8]
+    with own_prefix(shared_redis, "sgovb") as prefix:
+        yield from _serve(tmp_path_factory, prefix)
+
+
+def _serve(tmp_path_factory: pytest.TempPathFactory, prefix: str) -> Iterator[Server]:
     work = tmp_path_factory.mktemp("serve")
     cfg = work / "steerguard.yaml"
     cfg.write_text(yaml.safe_dump({
@@ -107,8 +108,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
-        drop_prefix(client, prefix)
-        client.close()
 
 
 @pytest.fixture(scope="module")

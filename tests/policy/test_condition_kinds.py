@@ -15,7 +15,7 @@ from steerguard.audit.config import DEFAULT_MASKS
 from steerguard.audit.masking import Masker
 from steerguard.audit.records import Outcome
 from steerguard.policy.conditions import kinds
-from steerguard.policy.inputs import ChatMessage, UserProfile
+from steerguard.policy.inputs import ChatMessage, RequestContext, UserProfile
 from steerguard.policy.schema import BundleSpec
 
 from .helpers import engine, load_errors
@@ -86,6 +86,39 @@ def test_without_store_text_no_record_holds_text_any_kind_quoted() -> None:
         assert err is None
         stored = json.dumps([x.model_dump(mode="json") for x in drafts]).lower()
         assert bool({w for w in SECRET if w in stored}) is leaks
+
+
+def test_without_store_user_id_no_record_holds_a_profile_or_context_value() -> None:
+    """Profile and context evidence shows the values it read; the audit withholds them (and
+    the conversation's text) unless store_user_id (and store_text) is on."""
+    rules = """
+- id: p.range
+  when: {profile: {field: formality_preference, range: {min: 0.5}}}
+- id: p.list
+  when: {profile: {field: roles, exists: true}}
+- id: c.in
+  when: {context: {field: channel, in: [chat, sms]}}
+- id: k.keywords
+  when: {keywords: {words: [parcel]}}
+"""
+    profile = UserProfile(user_id="u1", roles=("vip",), formality_preference=0.7321)
+    d = engine(rules).decide(CONVERSATION, profile, RequestContext(channel="sms"))
+    assert set(d.rule_ids) == {"p.range", "p.list", "c.in", "k.keywords"}
+    values = ("0.7321", "vip", "'sms'")
+    assert all(v in d.explanation for v in values)
+    item = RequestItem(ids=["c-0", *(f"c-{i + 1}" for i in range(len(d.plan.interventions)))],
+                       ts=1_750_000_000_000, decision=d, reports=None, result=None,
+                       outcome=Outcome.completed(), request_id=None, session_id=None,
+                       user_id="u1", model=None, prompt=None, answer=None, trace_id=None,
+                       span_id=None, latency_s=None)
+    for store_user_id in (False, True):
+        builder = RecordBuilder(b"k" * 32, Masker(DEFAULT_MASKS), store_user_id=store_user_id,
+                                store_text=False)
+        drafts, err = builder.build(item)
+        assert err is None
+        stored = json.dumps([x.model_dump(mode="json") for x in drafts]).lower()
+        assert [v in stored for v in values] == [store_user_id] * len(values)
+        assert not {w for w in SECRET if w in stored}
 
 
 def test_an_unknown_kind_names_the_registered_ones() -> None:

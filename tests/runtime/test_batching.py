@@ -16,8 +16,6 @@ from steerguard.runtime.batching import ContinuousBatcher
 from steerguard.runtime.engine import GenerationParams
 from steerguard.runtime.hooks import hook_count
 from steerguard.runtime.plan import SteeringPlan
-from tests.models import tiny_model
-from tests.runtime.helpers import engine_with_vectors
 
 PROMPTS = [
     [{"role": "user", "content": "How do I reset my password?"}],
@@ -25,16 +23,6 @@ PROMPTS = [
     [{"role": "user", "content": "Where is my order A-1234? It was due on Monday."}],
     [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Thanks!"}],
 ]
-
-
-@pytest.fixture(scope="module")
-def loaded():
-    return tiny_model("llama")
-
-
-@pytest.fixture(scope="module")
-def engine(loaded):
-    return engine_with_vectors(loaded, "a", "b")
 
 
 @pytest.fixture

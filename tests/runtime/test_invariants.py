@@ -13,21 +13,10 @@ from steerguard.errors import PlanError
 from steerguard.runtime.engine import GenerationParams
 from steerguard.runtime.hooks import hook_count
 from steerguard.runtime.plan import Intervention, Operation, Positions, SteeringPlan
-from tests.models import tiny_model
-from tests.runtime.helpers import engine_with_vectors, weights_snapshot
+from tests.runtime.helpers import weights_snapshot
 
 PARAMS = GenerationParams(max_new_tokens=8, return_logits=True)
 PROMPT = [{"role": "user", "content": "How do I reset my password?"}]
-
-
-@pytest.fixture(scope="module")
-def loaded():
-    return tiny_model("llama")
-
-
-@pytest.fixture(scope="module")
-def engine(loaded):
-    return engine_with_vectors(loaded, "a", "b")
 
 
 def plan(vector: str, strength: float, layers=(1, 2), op="add", positions="all") -> SteeringPlan:

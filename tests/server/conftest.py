@@ -18,7 +18,9 @@ import pytest
 import redis
 import yaml
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
+from tests.conftest import SHARED_REDIS_URL, own_prefix
+
+REDIS_URL = SHARED_REDIS_URL
 ROOT = Path(__file__).resolve().parents[2]
 KEYS = {"agent": "sk-agent-" + uuid.uuid4().hex, "author": "sk-author-" + uuid.uuid4().hex}
 MODEL = "smollm2-135m"
@@ -41,18 +43,9 @@ class Server:
 
 
 @pytest.fixture(scope="session")
-def audit_prefix() -> Iterator[str]:
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        pytest.skip("no Redis at 127.0.0.1:6379")
-    prefix = "sgsrv" + uuid.uuid4().hex[:10]
-    yield prefix
-    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-    if keys:
-        client.unlink(*keys)
-    client.close()
+def audit_prefix(shared_redis: redis.Redis) -> Iterator[str]:
+    with own_prefix(shared_redis, "sgsrv") as prefix:
+        yield prefix
 
 
 def start_server(tmp: Path, prefix: str, server: dict[str, object], name: str,

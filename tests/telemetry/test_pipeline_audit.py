@@ -3,16 +3,11 @@ record carries the trace and span ids of an exported span, and the spans nest as
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
-import redis
 import torch
 from opentelemetry import trace
 
-from steerguard.audit import AuditConfig, AuditLog, AuditStore
+from steerguard.audit import AuditLog, AuditStore
 from steerguard.directions.vector import ExtractionInfo, SteeringVector
 from steerguard.pipeline import Request, Turn
 from steerguard.policy.engine import PolicyEngine
@@ -21,10 +16,10 @@ from steerguard.policy.loader import load_bundle_text
 from steerguard.root import Steerguard
 from steerguard.runtime.engine import GenerationParams, SteeringEngine
 from steerguard.telemetry import attributes as a
+from tests.conftest import audit_log_fixture
 from tests.telemetry.conftest import Otel
 
 pytestmark = pytest.mark.redis
-REDIS_URL = "redis://127.0.0.1:6379/0"
 PARAMS = GenerationParams(max_new_tokens=4)
 BUNDLE = """\
 name: teltest
@@ -68,23 +63,7 @@ def engine() -> SteeringEngine:
     return SteeringEngine(loaded, vectors)
 
 
-@pytest.fixture
-def audit(tmp_path: Path) -> Iterator[AuditLog]:
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        pytest.skip("no Redis at 127.0.0.1:6379")
-    prefix = "sgtel" + uuid.uuid4().hex[:10]
-    config = AuditConfig(redis_url=REDIS_URL, key_prefix=prefix, home=tmp_path,
-                         spill_fsync=False)
-    log = AuditLog(config)
-    yield log
-    log.close()
-    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))  # only our keys
-    if keys:
-        client.unlink(*keys)
-    client.close()
+audit = audit_log_fixture("audit", "sgtel")
 
 
 def request(text: str) -> Request:

@@ -94,6 +94,24 @@ class TextSource(Spec):
         return self
 
 
+def text_search(spec: TextSource, search: Callable[[str], tuple[int, int] | None],
+                predicate: str, detail: str = "") -> Node:
+    """A leaf that holds where `search` finds a span in any text `spec` reads: each span is
+    evidence that quotes the text matched (Evidence.quote, which the audit withholds)."""
+
+    def node(inp: EvalInput, ev: list[Evidence]) -> bool:
+        hit = False
+        for source, text in inp.texts(spec.in_, spec.last):
+            span = search(text)
+            if span:
+                hit = True
+                ev.append(Evidence(predicate=predicate, source=source, detail=detail,
+                                   quote=text[span[0] : span[1]], span=span))
+        return hit
+
+    return node
+
+
 @dataclass(frozen=True)
 class CheckContext:
     """Where a condition sits in its bundle, for checks that need the whole bundle."""

@@ -1,6 +1,7 @@
 """`profile: {...}` and `context: {...}`: one predicate (equals, in, range or exists) over a
 declared profile or context field. List-valued fields match on any element. The evidence
-shows the field's value (the application's data, not conversation text)."""
+shows the field's value (the application's data about the user, not conversation text) in
+Evidence.value, which the audit withholds without store_user_id."""
 
 from __future__ import annotations
 
@@ -104,7 +105,8 @@ def _compile(scope: str) -> Callable[[FieldPredicate, CompileChild], Node]:
             if not test(value):
                 return False
             shown = "absent" if value is MISSING else repr(value)
-            ev.append(Evidence(predicate=predicate, source=source, detail=f"{name} = {shown}"))
+            ev.append(Evidence(predicate=predicate, source=source, detail=f"{name} =",
+                               value=shown))
             return True
 
         return node

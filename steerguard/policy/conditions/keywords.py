@@ -10,11 +10,10 @@ from pydantic import Field
 from steerguard.policy.conditions.base import (
     CompileChild,
     ConditionKind,
-    EvalInput,
     Node,
     TextSource,
+    text_search,
 )
-from steerguard.policy.decision import Evidence
 from steerguard.policy.specbase import Spec
 from steerguard.policy.textmatch import KeywordMatcher
 
@@ -28,19 +27,7 @@ class KeywordsCond(Spec):
 
 
 def compile_keywords(spec: KeywordsSpec, _: CompileChild) -> Node:
-    matcher = KeywordMatcher(spec.words)
-
-    def node(inp: EvalInput, ev: list[Evidence]) -> bool:
-        hit = False
-        for source, text in inp.texts(spec.in_, spec.last):
-            span = matcher.search(text)
-            if span:
-                hit = True
-                ev.append(Evidence(predicate="keywords", source=source,
-                                   quote=text[span[0] : span[1]], span=span))
-        return hit
-
-    return node
+    return text_search(spec, KeywordMatcher(spec.words).search, "keywords")
 
 
 KINDS = (

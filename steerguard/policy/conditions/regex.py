@@ -7,12 +7,11 @@ from steerguard.policy.conditions.base import (
     CheckContext,
     CompileChild,
     ConditionKind,
-    EvalInput,
     Node,
     TextSource,
     guard,
+    text_search,
 )
-from steerguard.policy.decision import Evidence
 from steerguard.policy.errors import PolicyIssue
 from steerguard.policy.specbase import Spec
 from steerguard.policy.textmatch import BoundedRegex
@@ -29,19 +28,8 @@ class RegexCond(Spec):
 
 def compile_regex(spec: RegexSpec, _: CompileChild) -> Node:
     rx = BoundedRegex(spec.pattern, spec.ignore_case)
-
-    def node(inp: EvalInput, ev: list[Evidence]) -> bool:
-        hit = False
-        for source, text in inp.texts(spec.in_, spec.last):
-            span = rx.search(text)
-            if span:
-                hit = True
-                ev.append(Evidence(predicate="regex", source=source,
-                                   detail=f"/{spec.pattern}/ matched",
-                                   quote=text[span[0] : span[1]], span=span))
-        return hit
-
-    return guard(node, f"regex {spec.pattern!r}")
+    leaf = text_search(spec, rx.search, "regex", detail=f"/{spec.pattern}/ matched")
+    return guard(leaf, f"regex {spec.pattern!r}")
 
 
 def check_regex(spec: RegexSpec, where: CheckContext) -> list[PolicyIssue]:
