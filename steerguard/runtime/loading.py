@@ -75,8 +75,8 @@ def _unshared(model: PreTrainedModel) -> dict[str, torch.Tensor]:
 @contextmanager
 def _gguf_read_once() -> Iterator[None]:
     """transformers parses a GGUF three times (tokenizer, config, weights) and builds gguf's
-    tensor-name table once per tensor: memoized while converting, the bundled model takes
-    about 8 s instead of 25 s here."""
+    tensor-name table once per tensor: memoized while converting, the bundled model converted
+    in 12 s instead of 29 s in a fresh-clone demo here."""
     import gguf
 
     reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
