@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import hiredis
@@ -150,12 +150,17 @@ class RedisSink:
         self._sent_heads.clear()
         self._known_days.clear()
 
-    def write(self, records: Sequence[Sealed]) -> int:
+    def write(self, records: Sequence[Sealed],
+              landed: Callable[[int], None] | None = None) -> int:
         """Write all records; returns how many were new (not already there). Raises redis errors
-        with nothing lost: a retry of the same records is idempotent."""
+        with nothing lost: a retry of the same records is idempotent, and finds the runs that
+        landed before the error already there, so `landed(n)` hears each run as it lands."""
         new = 0
         for run in runs(records, self.batch_size):
-            new += self._write_run(run)
+            n = self._write_run(run)
+            new += n
+            if landed is not None:
+                landed(n)
         return new
 
     def _write_run(self, run: list[Sealed]) -> int:

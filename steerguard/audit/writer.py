@@ -227,7 +227,7 @@ class Writer:
 
     def _write_pending(self) -> None:
         """Write `pending` call by call, each reply awaited (idempotent by sequence)."""
-        self.counters.written += self.sink.write(self.pending)
+        self.sink.write(self.pending, self._count_written)
         self._note_heads(self.pending)
         self.pending = []
 
@@ -248,8 +248,14 @@ class Writer:
             self.counters.spill_rejected = self.spill.rejected_lines
 
     def _replay_batch(self, batch: list[Sealed]) -> None:
-        self.counters.replayed += self.sink.write(batch)
+        self.sink.write(batch, self._count_replayed)
         self._note_heads(batch)
+
+    def _count_written(self, n: int) -> None:
+        self.counters.written += n
+
+    def _count_replayed(self, n: int) -> None:
+        self.counters.replayed += n
 
     def _failed(self, exc: Exception) -> None:
         self.counters.write_errors += 1

@@ -42,6 +42,7 @@ from steerguard.runtime.engine import (
 from steerguard.runtime.hooks import active_program, hooks_installed
 from steerguard.runtime.plan import SteeringPlan
 from steerguard.runtime.program import PlanResolver, SteeringProgram
+from steerguard.runtime.prompts import encode_rows
 from steerguard.runtime.result import GenerationResult
 
 
@@ -235,12 +236,7 @@ class ContinuousBatcher:
         processor: LogitsProcessor | None,
         cancel: threading.Event | None,
     ) -> _Job:
-        ids = self.engine.encode(prompt)
-        if not ids:
-            raise PlanError("a prompt encodes to no tokens")
-        if not 0 <= probe_offset < len(ids):
-            raise PlanError(f"probe offset {probe_offset} must be below the prompt length "
-                            f"{len(ids)}")
+        (ids,), _ = encode_rows(self.engine.encode, [prompt], [plan], [probe_offset])
         if plan is not None and not isinstance(plan, SteeringPlan) and not probes:
             raise PlanError("a plan resolver needs at least one probe to read")
         job = _Job(ids, plan, params or GenerationParams(), tuple(probes), probe_offset,

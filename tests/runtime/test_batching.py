@@ -124,6 +124,19 @@ def test_abandoned_stream_frees_its_row(engine, batcher) -> None:
     assert batcher.active == 0
 
 
+@pytest.mark.parametrize("prompt, offset", [("", 0), (PROMPTS[1], 10_000), (PROMPTS[1], -1)])
+def test_a_bad_row_is_refused_before_it_waits_as_the_engine_refuses_it(
+    engine, batcher, prompt, offset
+) -> None:
+    params = GenerationParams(max_new_tokens=1)
+    with pytest.raises(PlanError) as by_engine:
+        engine.generate_batch([prompt], [None], params, probe_offsets=[offset])
+    with pytest.raises(PlanError) as by_batcher:
+        batcher.generate(prompt, None, params, probe_offset=offset)
+    assert str(by_batcher.value) == str(by_engine.value)
+    assert batcher.waiting == 0
+
+
 def test_a_bad_plan_fails_only_its_own_row(engine, batcher) -> None:
     params = GenerationParams(max_new_tokens=5)
     results: dict[str, object] = {}

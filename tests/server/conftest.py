@@ -4,7 +4,9 @@ prefix of this session's, and the bundled model."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -69,17 +71,19 @@ def start_server(tmp: Path, prefix: str, server: dict[str, object], name: str,
         [sys.executable, "-c", "from steerguard.cli.app import main; main()", "serve",
          "--port", "0", "--config", str(config)],
         cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=log.open("w"), text=True,
+        start_new_session=True,  # its own group: a kill reaches the engine processes it forks
     )
     assert process.stdout is not None
     line = process.stdout.readline()  # "steerguard serving on http://127.0.0.1:PORT"
     if "serving on" not in line:
-        process.kill()
+        _kill_group(process)
         pytest.fail(f"server did not start: {line!r}\n{log.read_text()[-3000:]}")
     url = line.strip().rsplit(" ", 1)[-1]
     deadline = time.monotonic() + 300
     startup: list[int] = []
     while time.monotonic() < deadline:
         if process.poll() is not None:
+            _kill_group(process)
             pytest.fail(f"server exited: {log.read_text()[-3000:]}")
         try:
             health = httpx.get(f"{url}/healthz", timeout=5)
@@ -92,17 +96,22 @@ def start_server(tmp: Path, prefix: str, server: dict[str, object], name: str,
             pass
         time.sleep(0.5)
     else:
-        process.kill()
+        _kill_group(process)
         pytest.fail("server never became healthy")
     return Server(url, process, prefix, log, startup)
 
 
+def _kill_group(process: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
 def stop_server(server: Server) -> None:
     server.process.terminate()
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         server.process.wait(30)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
+    _kill_group(server.process)  # also whatever it forked and did not stop
 
 
 @pytest.fixture(scope="session")
