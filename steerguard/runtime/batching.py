@@ -374,7 +374,13 @@ class ContinuousBatcher:
                                  [j.probe_offset for j in rerun])
         ids2, mask2 = left_pad([j.ids for j in rerun], engine.tokenizer.pad_token_id,
                                engine.device)
-        logits2, cache2 = engine._prefill(second, ids2, mask2, positions_from_mask(mask2))
+        if second is not None:  # from the lowest layer they steer: below it the first pass stands
+            second.replay = program.replay_for(again, cache, ids2.shape[1])
+        try:
+            logits2, cache2 = engine._prefill(second, ids2, mask2, positions_from_mask(mask2))
+        finally:
+            if second is not None:
+                second.replay = None
         if second is not None:
             second.scores = [program.scores[g] for g in again]  # read in the first pass
         # Join only once both passes ran: a failure above retries each job alone.

@@ -331,12 +331,17 @@ class SteeringEngine:
 
         try:
             out = forward()
-        except SecondPrefill:
+        except SecondPrefill as stop:
             # A plan chosen from probe scores steers prompt positions below the probe layer:
-            # that part of this pass ran unsteered, so run the prompt again.
+            # that part of this pass ran unsteered, so run the prompt again, from the lowest
+            # layer the plans steer.
             assert program is not None
             program.restart()
-            out = forward()
+            program.replay = program.replay_for(range(len(ids)), stop.cache, ids.shape[1])
+            try:
+                out = forward()
+            finally:
+                program.replay = None
         return out.logits[:, -1, :], getattr(out, self._cache_field)
 
     @staticmethod

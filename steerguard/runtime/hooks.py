@@ -6,6 +6,9 @@ program in a ContextVar, so concurrent calls on one model (threads or asyncio ex
 see each other's vectors. Wrapping `forward` instead of registering torch forward hooks keeps
 torch's hook-free fast path in `Module.__call__`, which on this model is worth about 3% of
 decode speed; swapping an attribute is also atomic for a forward already running elsewhere.
+
+A program may carry a `LayerReplay`: the layers below its start then return what an earlier
+pass computed and fill the cache with that pass's keys and values, instead of running again.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -22,11 +26,44 @@ from torch import nn
 from steerguard.runtime.layers import decoder_layers
 
 
+class ForwardStopped(Exception):
+    """Raised by a program to end a forward early; carries the forward's KV cache (None when
+    the layers were not given one), so a pass that follows can reuse what was computed."""
+
+    cache: Any = None
+
+
+@dataclass(frozen=True)
+class LayerReplay:
+    """An earlier pass over the same rows and positions, to stand in for layers below `start`:
+    `output` is layer start-1's hidden state [B, T, H], `keys`/`values` each layer's cache."""
+
+    start: int
+    output: torch.Tensor
+    keys: tuple[torch.Tensor, ...]
+    values: tuple[torch.Tensor, ...]
+
+    def run(self, index: int, cache: Any) -> torch.Tensor:
+        cache.update(self.keys[index], self.values[index], index)
+        return self.output  # only layer start-1's is read: the layers between are replayed too
+
+
 class LayerProgram(Protocol):
+    """Called with each layer's output; returns the steered output or None (unchanged). A
+    program may also have a `replay` attribute (a LayerReplay or None)."""
+
     def __call__(self, layer: int, hidden: torch.Tensor) -> torch.Tensor | None: ...
 
 
 _ACTIVE: ContextVar[LayerProgram | None] = ContextVar("steerguard_active_program", default=None)
+
+
+def _cache_of(kwargs: dict[str, Any]) -> Any:
+    """The KV cache a decoder layer was called with (its keyword moved between releases)."""
+    for name in ("cache", "past_key_values", "past_key_value"):
+        if kwargs.get(name) is not None:
+            return kwargs[name]
+    return None
 
 
 class _Dispatcher:
@@ -35,16 +72,31 @@ class _Dispatcher:
         self.lock = threading.Lock()
         self.users = 0
         self.saved: list[Any] = []
+        # Layers seen returning a bare tensor: only those can be replayed (a tuple's other
+        # members are the architecture's own).
+        self.plain = [False] * len(self.layers)
 
-    @staticmethod
-    def _wrap(index: int, original: Callable[..., Any]) -> Callable[..., Any]:
+    def _wrap(self, index: int, original: Callable[..., Any]) -> Callable[..., Any]:
+        plain = self.plain
+
         def forward(*args: Any, **kwargs: Any) -> Any:
             program = _ACTIVE.get()
+            if program is not None:
+                replay: LayerReplay | None = getattr(program, "replay", None)
+                if replay is not None and index < replay.start and all(plain[:replay.start]):
+                    cache = _cache_of(kwargs)
+                    if cache is not None:
+                        return replay.run(index, cache)
             output = original(*args, **kwargs)
+            plain[index] = isinstance(output, torch.Tensor)
             if program is None:
                 return output
             hidden = output[0] if isinstance(output, tuple) else output
-            steered = program(index, hidden)
+            try:
+                steered = program(index, hidden)
+            except ForwardStopped as stop:
+                stop.cache = _cache_of(kwargs)
+                raise
             if steered is None:
                 return output
             return (steered, *output[1:]) if isinstance(output, tuple) else steered

@@ -16,10 +16,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
+from transformers.cache_utils import DynamicLayer
 
 from steerguard.directions.probe import ActivationProbe
 from steerguard.directions.vector import SteeringVector
 from steerguard.errors import PlanError
+from steerguard.runtime.hooks import ForwardStopped, LayerReplay
 from steerguard.runtime.plan import Operation, Positions, PositionScope, SteeringPlan
 from steerguard.runtime.report import InterventionReport, LayerMeasurement
 
@@ -39,7 +41,7 @@ class _ProbeRead:
 PlanResolver = Callable[[Mapping[str, float]], SteeringPlan]
 
 
-class SecondPrefill(Exception):
+class SecondPrefill(ForwardStopped):
     """Raised mid-prefill when the resolved plan steers prompt positions below the probe
     layer: the layers still to run in this pass would be thrown away, so stop now."""
 
@@ -70,6 +72,9 @@ class _LayerOps:
 
 
 _SKIP = object()  # scope inactive for this step
+# Prefill outputs kept for a second prefill to start above the layers it does not steer; a
+# batch whose kept outputs would pass this runs its second prefill from layer 0.
+_KEPT_BYTES = 512 * 2**20
 _DECODED = (PositionScope.ALL, PositionScope.GENERATED)  # scopes that steer generated tokens
 
 
@@ -120,6 +125,10 @@ class SteeringProgram:
         # again by themselves, so rows that need no second pass do not pay for one.
         self.rerun_apart = False
         self.rerun: list[int] = []
+        # Layer outputs of the first prefill, while a resolver may still ask for a second one.
+        self._kept: dict[int, torch.Tensor] = {}
+        self._keeping = any(self.resolvers)
+        self.replay: LayerReplay | None = None
         self._compile()
 
     # compile --------------------------------------------------------------------------------
@@ -207,6 +216,7 @@ class SteeringProgram:
 
     def begin_decode(self, alive: torch.Tensor) -> None:
         """One new position per row; rows that already finished are not measured."""
+        self._kept, self._keeping, self.replay = {}, False, None
         self.step += 1
         self.prefill = False
         live = alive.to(self.dtype)[:, None]
@@ -228,6 +238,18 @@ class SteeringProgram:
     def __call__(self, layer: int, hidden: torch.Tensor) -> torch.Tensor | None:
         if self.prefill and layer <= self.resolve_layer:
             self._read_probes(layer, hidden)
+        out = self._steer(layer, hidden)
+        if self._keeping and self.prefill and layer < self.resolve_layer:
+            self._keep(layer, hidden if out is None else out)
+        return out
+
+    def _keep(self, layer: int, output: torch.Tensor) -> None:
+        if output.numel() * output.element_size() * self.resolve_layer > _KEPT_BYTES:
+            self._keeping = False
+            return
+        self._kept[layer] = output
+
+    def _steer(self, layer: int, hidden: torch.Tensor) -> torch.Tensor | None:
         ops = self.layers.get(layer)
         if ops is None:
             return None
@@ -316,7 +338,33 @@ class SteeringProgram:
         self.resolve_layer = -1
         self.step = -1
         self.step_masks = []
+        self._keeping = False
         self._compile()
+
+    def replay_for(self, rows: Sequence[int], cache: object, width: int) -> LayerReplay | None:
+        """What a second prefill of `rows` (this batch's rows, left padded to `width`) can
+        take from the first one: the layers below the lowest one their plans steer on prompt
+        positions ran unsteered for them, so their outputs and cache entries stand. None when
+        there is nothing to skip, or the cache is not one that keeps every position."""
+        kept, self._kept, self._keeping = self._kept, {}, False
+        steered = [layer for layer, ops in self.layers.items()
+                   if any(e.row in rows and e.scope.scope is not PositionScope.GENERATED
+                          for e in ops.entries)]
+        start = min(steered, default=0)
+        layers = getattr(cache, "layers", None)
+        if start == 0 or start - 1 not in kept or layers is None or len(layers) < start:
+            return None
+        if any(type(layer) is not DynamicLayer or not layer.is_initialized
+               for layer in layers[:start]):
+            return None
+        index = torch.tensor(list(rows), device=kept[start - 1].device)
+        return LayerReplay(
+            start,
+            kept[start - 1].index_select(0, index)[:, -width:],
+            tuple(layer.keys.index_select(0, index)[..., -width:, :] for layer in layers[:start]),
+            tuple(layer.values.index_select(0, index)[..., -width:, :]
+                  for layer in layers[:start]),
+        )
 
     # reports ----------------------------------------------------------------------------------
 

@@ -236,3 +236,53 @@ def test_rows_needing_a_second_prefill_rerun_apart_and_match_alone(engine, batch
             for la, lb in zip(a.layers, b.layers, strict=True):
                 assert la.positions_affected == lb.positions_affected
                 assert la.delta_norm == pytest.approx(lb.delta_norm, rel=1e-4, abs=1e-5)
+
+
+def test_a_second_prefill_starts_at_the_lowest_layer_it_steers(engine, loaded,
+                                                              monkeypatch) -> None:
+    """Rows whose resolved plan steers the prompt from layer 2 run their second prefill from
+    layer 2: layers 0 and 1 ran unsteered for them in the shared first pass. Tokens equal
+    each row alone."""
+    from steerguard.runtime.layers import decoder_layers
+
+    hidden = loaded.fingerprint.hidden_size
+    direction = torch.nn.functional.normalize(
+        torch.randn(hidden, generator=torch.Generator().manual_seed(9)), dim=0)
+    probe = ActivationProbe(name="p", threshold=0.0, scale=1.0, parts=(
+        ProbeLayer(layer=3, direction=tuple(direction.tolist()), center=0.0, spread=1.0),))
+
+    def resolver(k: int):
+        if k % 2 == 0:
+            return lambda scores: plan("a", 0.5 + scores["p"] * 0.1, layers=(2,))
+        return lambda scores: plan("b", 0.7, layers=(0, 3), positions="generated")
+
+    params = GenerationParams(max_new_tokens=1)
+    alone = [engine.generate(PROMPTS[k], resolver(k), params, probes=[probe])
+             for k in range(4)]
+    ran: list[int] = []
+    for index, layer in enumerate(decoder_layers(engine.model)):
+        def traced(*args, _original=layer.forward, _index=index, **kwargs):
+            ran.append(_index)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(layer, "forward", traced)
+    coming = [4]
+    lock = threading.Lock()
+
+    def submitted() -> None:
+        with lock:
+            coming[0] -= 1
+
+    # all four in one first prefill: the batcher gathers while any is still on its way
+    shared = ContinuousBatcher(engine, max_batch=8, gather_s=30, arriving=lambda: coming[0])
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(
+                lambda k: shared.generate(PROMPTS[k], resolver(k), params, probes=[probe],
+                                          on_submit=submitted), range(4)))
+    finally:
+        shared.close()
+    assert [ran.count(k) for k in range(4)] == [1, 1, 2, 2]  # one shared pass, then 2 and 3
+    for a, b in zip(got, alone, strict=True):
+        assert a.token_ids == b.token_ids
+        assert a.probe_scores["p"] == pytest.approx(b.probe_scores["p"], abs=1e-4)

@@ -169,6 +169,7 @@ def test_resolver_reads_probe_and_steers_in_same_prefill(engine, monkeypatch) ->
     probe = _probe((1, direction, 0.0, 1.0))
     seen: list[float] = []
     forwards = 0
+    assert engine.layer_norms.numel()  # calibrated now, not inside the counted calls
     original = engine.model.forward
 
     def counted(*args, **kwargs):
@@ -188,7 +189,7 @@ def test_resolver_reads_probe_and_steers_in_same_prefill(engine, monkeypatch) ->
         seen.append(scores["p"])
         return plan("a", 1.0, layers=(1, 2, 3))  # the probe layer and later ones
 
-    fixed, fixed_passes = run(plan("a", 1.0, layers=(1, 2, 3)))  # also calibrates layer norms
+    fixed, fixed_passes = run(plan("a", 1.0, layers=(1, 2, 3)))
     resolved, passes = run(resolver, probes=[probe])
     assert len(seen) == 1 and resolved.probe_scores == {"p": seen[0]}
     assert resolved.token_ids == fixed.token_ids and passes == fixed_passes  # one prefill
@@ -209,6 +210,33 @@ def test_resolver_reads_probe_and_steers_in_same_prefill(engine, monkeypatch) ->
     fixed_early, fixed_early_passes = run(plan("a", 1.0, layers=(0, 1)))
     torch.testing.assert_close(early.logits, fixed_early.logits)
     assert early_passes == fixed_early_passes + 1 and first_pass == [0, 1]
+
+
+def test_a_second_prefill_runs_only_from_the_lowest_layer_it_steers(engine, monkeypatch) -> None:
+    """The layers below the lowest one a resolved plan steers ran unsteered in the first pass:
+    the second prefill takes their outputs and cache from it, and gives the logits of the plan
+    applied from the start."""
+    from steerguard.runtime.layers import decoder_layers
+
+    direction = torch.nn.functional.normalize(torch.randn(engine.fingerprint.hidden_size), dim=0)
+    probe = _probe((3, direction, 0.0, 1.0))
+    steer = plan("a", 1.0, layers=(2,))
+    fixed = engine.generate(PROMPT, steer, PARAMS)
+    ran: list[int] = []
+    for index, layer in enumerate(decoder_layers(engine.model)):
+        def traced(*args, _original=layer.forward, _index=index, **kwargs):
+            ran.append(_index)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(layer, "forward", traced)
+    resolved = engine.generate(PROMPT, lambda s: steer, PARAMS, probes=[probe])
+    assert resolved.token_ids == fixed.token_ids
+    torch.testing.assert_close(resolved.logits, fixed.logits)
+    decode = PARAMS.max_new_tokens - 1
+    # layers 0-3 in the first pass (it stops at the probe layer), then 2 and 3 again
+    assert [ran.count(k) for k in range(4)] == [1 + decode, 1 + decode, 2 + decode, 2 + decode]
+    assert [r.layers[0].positions_affected for r in resolved.reports] == [
+        r.layers[0].positions_affected for r in fixed.reports]
 
 
 def test_activations_keep_order_stop_early_and_match_single_runs(engine, monkeypatch) -> None:
