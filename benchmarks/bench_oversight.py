@@ -37,14 +37,7 @@ from steerguard.audit import log as audit_log
 from steerguard.oversight import Oversight
 from steerguard.oversight.access import SESSION_COOKIE
 from steerguard.oversight.app import create_app
-from steerguard.policy.decision import (
-    BundleRef,
-    Decision,
-    Dropped,
-    DropReason,
-    Evidence,
-    RuleMatch,
-)
+from steerguard.policy import BundleRef, Decision, Dropped, DropReason, Evidence, RuleMatch
 from steerguard.runtime.plan import Intervention, SteeringPlan
 from steerguard.runtime.report import InterventionReport, LayerMeasurement
 from steerguard.runtime.result import GenerationResult

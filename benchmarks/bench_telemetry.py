@@ -19,6 +19,7 @@ import json
 import platform
 import random
 import statistics
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +36,8 @@ from opentelemetry.sdk.trace.export import (
 )
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from steerguard.directions.vector import ExtractionInfo, SteeringVector
 from steerguard.pipeline import Request, SteeringPipeline
 from steerguard.policy.engine import PolicyEngine
@@ -43,22 +46,11 @@ from steerguard.policy.loader import load_bundle_text
 from steerguard.runtime.engine import GenerationParams, SteeringEngine
 from steerguard.runtime.loading import load_model
 from steerguard.telemetry import Telemetry
+from tests.policy.helpers import keyword_bundle
 
 RESULTS = Path(__file__).parent / "results" / "telemetry.json"
-BUNDLE = """\
-name: bench
-revision: "1"
-on_error: closed
-limits: {max_total_strength: 1.0, max_vectors: 4}
-vectors:
-  calm: {layers: 8-14, strength: 0.2}
-  formal: {layers: 8-14, strength: 0.15}
-rules:
-  - id: always
-    priority: 1
-    when: {keywords: {words: [order]}}
-    apply: [calm, formal]
-"""
+BUNDLE = keyword_bundle("bench", {"calm": ("8-14", 0.2), "formal": ("8-14", 0.15)}, ["order"],
+                        rule="always")
 PROMPTS = ("Where is my order? It was due last week.",
            "Can you tell me how to change the address on my order?",
            "My order arrived damaged, what can I do?")

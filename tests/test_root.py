@@ -15,6 +15,7 @@ from steerguard.root import Steerguard
 from steerguard.runtime.engine import SteeringEngine
 
 from .models import tiny_model
+from .policy.helpers import keyword_bundle
 from .runtime.helpers import engine_with_vectors
 
 
@@ -24,19 +25,8 @@ def tiny_engine() -> SteeringEngine:
     return engine_with_vectors(tiny_model("llama"), "calm")
 
 
-TINY_BUNDLE = """\
-name: tiny
-revision: "1"
-on_error: closed
-limits: {max_total_strength: 1.0, max_vectors: 2}
-vectors:
-  calm: {layers: 1-2, strength: 0.2}
-rules:
-  - id: orders
-    priority: 1
-    when: {keywords: {words: [order]}}
-    apply: [calm]
-"""
+TINY_BUNDLE = keyword_bundle("tiny", {"calm": ("1-2", 0.2)}, ["order"], rule="orders",
+                             max_vectors=2)
 
 
 def _tiny(tmp_path: Path, **settings: object) -> SteerguardConfig:

@@ -4,7 +4,7 @@ layer lists and field declarations. Nothing here knows about conditions or bundl
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -36,12 +36,35 @@ def _plain_name(value: str) -> str:
 Name = Annotated[str, AfterValidator(_plain_name), Field(json_schema_extra={"pattern": ID_PATTERN})]
 
 
+def check_bounds(low: float | None, high: float | None, needed_by: str | None = None) -> None:
+    """A min/max pair: min <= max where both are given; with `needed_by` (the kind that
+    needs bounds), at least one of them."""
+    if needed_by is not None and low is None and high is None:
+        raise ValueError(f"{needed_by} needs min, max or both")
+    if low is not None and high is not None and low > high:
+        raise ValueError(f"min {low} is greater than max {high}")
+
+
 class Spec(BaseModel):
     """Base of every policy-file model: unknown keys, NaN and Inf are refused."""
 
     model_config = ConfigDict(
         extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False
     )
+
+
+class Bounds(Spec):
+    """A `{min, max}` payload: at least one bound, min <= max. A subclass names the kind in
+    the error (`NEEDED_BY`) and may narrow the two fields."""
+
+    NEEDED_BY: ClassVar[str]
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Self:
+        check_bounds(self.min, self.max, needed_by=self.NEEDED_BY)
+        return self
 
 
 def _parse_layers(value: Any) -> Any:
@@ -122,6 +145,5 @@ class FieldSpec(Spec):
             "integer",
         ):
             raise ValueError(f"min/max only apply to number or integer, not {self.type!r}")
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"min {self.min} is greater than max {self.max}")
+        check_bounds(self.min, self.max)
         return self

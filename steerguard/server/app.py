@@ -45,7 +45,6 @@ from steerguard.server.errors import (
     Problem,
     field_path,
     install_handlers,
-    problem_response,
 )
 from steerguard.server.keys import KeyRing, Principal, require_scope
 from steerguard.server.metrics import ServerMetrics
@@ -134,7 +133,7 @@ def create_app(
         if not state.ready.is_set():
             detail = (f"the model failed to load: {state.error}" if state.error
                       else f"loading {root.model}")
-            return problem_response(503, "not ready", detail, headers={"Retry-After": "5"})
+            return ApiError(503, "not ready", detail, headers={"Retry-After": "5"}).response()
         return p.Health(status="ok", model=root.model, bundle=_bundle(root),
                         queue_depth=chosen.queue_depth)
 
@@ -596,8 +595,8 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = problem_response(413, "request body too large",
-                                    f"the body is over {self.limit} bytes", field="body",
-                                    expected=f"at most {self.limit} bytes")
+        response = ApiError(413, "request body too large",
+                            f"the body is over {self.limit} bytes", field="body",
+                            expected=f"at most {self.limit} bytes").response()
         await response(scope, receive, send)
 

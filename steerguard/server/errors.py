@@ -56,22 +56,11 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
     def response(self) -> JSONResponse:
-        return problem_response(self.status, self.title, self.detail, field=self.field,
-                                expected=self.expected, headers=self.headers)
-
-
-def problem_response(
-    status: int,
-    title: str,
-    detail: str,
-    *,
-    field: str | None = None,
-    expected: str | None = None,
-    headers: Mapping[str, str] | None = None,
-) -> JSONResponse:
-    body = Problem(title=title, status=status, detail=detail, field=field, expected=expected)
-    return JSONResponse(body.model_dump(exclude_none=True), status_code=status,
-                        media_type=PROBLEM_JSON, headers=dict(headers or {}))
+        """The problem+json answer; also how a handler answers a problem it does not raise."""
+        body = Problem(title=self.title, status=self.status, detail=self.detail,
+                       field=self.field, expected=self.expected)
+        return JSONResponse(body.model_dump(exclude_none=True), status_code=self.status,
+                            media_type=PROBLEM_JSON, headers=self.headers)
 
 
 def field_path(loc: Sequence[Any]) -> str:
@@ -94,8 +83,8 @@ def _validation_problem(errors: Sequence[Mapping[str, Any]]) -> JSONResponse:
         f"{e.get('msg', 'invalid')}" for e in errors[:5])
     if len(errors) > 5:
         detail += f"; and {len(errors) - 5} more"
-    return problem_response(400, "invalid request body", detail, field=where,
-                            expected=_expected(first))
+    return ApiError(400, "invalid request body", detail, field=where,
+                    expected=_expected(first)).response()
 
 
 def _expected(error: Mapping[str, Any]) -> str | None:
@@ -124,13 +113,13 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         status = exc.status_code if exc.status_code < 500 else 503
-        return problem_response(status, _TITLES.get(status, "error"), str(exc.detail),
-                                headers=getattr(exc, "headers", None))
+        return ApiError(status, _TITLES.get(status, "error"), str(exc.detail),
+                        headers=getattr(exc, "headers", None)).response()
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         incident = uuid.uuid4().hex[:12]
         log.exception("unexpected server fault, incident %s", incident)
-        return problem_response(503, "service unavailable",
-                                f"the server could not answer (incident {incident}); retry later",
-                                headers={"Retry-After": "1"})
+        return ApiError(503, "service unavailable",
+                        f"the server could not answer (incident {incident}); retry later",
+                        headers={"Retry-After": "1"}).response()

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import shutil
 import textwrap
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,28 @@ def bundle_yaml(
 ) -> str:
     head = HEADER.format(on_error=on_error, budget=budget, max_vectors=max_vectors)
     return head + textwrap.indent(textwrap.dedent(rules).strip("\n"), "  ") + "\n"
+
+
+def keyword_bundle(
+    name: str,
+    vectors: Mapping[str, tuple[str, float]],
+    words: Sequence[str],
+    *,
+    rule: str,
+    priority: int = 1,
+    revision: str = "1",
+    max_vectors: int = 4,
+) -> str:
+    """A bundle of one rule: a user message with one of `words` gets every vector of
+    `vectors` ({name: (layers as written in YAML, strength)}), for a model of few layers."""
+    lines = [f"name: {name}", f'revision: "{revision}"', "on_error: closed",
+             f"limits: {{max_total_strength: 1.0, max_vectors: {max_vectors}}}", "vectors:"]
+    lines += [f"  {vector}: {{layers: {layers}, strength: {strength}}}"
+              for vector, (layers, strength) in vectors.items()]
+    lines += ["rules:", f"  - id: {rule}", f"    priority: {priority}",
+              f"    when: {{keywords: {{words: [{', '.join(words)}]}}}}",
+              f"    apply: [{', '.join(vectors)}]"]
+    return "\n".join(lines) + "\n"
 
 
 def engine(rules: str, **kw: object) -> PolicyEngine:

@@ -17,24 +17,13 @@ from steerguard.root import Steerguard
 from steerguard.runtime.engine import GenerationParams, SteeringEngine
 from steerguard.telemetry import attributes as a
 from tests.conftest import audit_log_fixture
+from tests.policy.helpers import keyword_bundle
 from tests.telemetry.conftest import Otel
 
 pytestmark = pytest.mark.redis
 PARAMS = GenerationParams(max_new_tokens=4)
-BUNDLE = """\
-name: teltest
-revision: "r1"
-on_error: closed
-limits: {max_total_strength: 1.0, max_vectors: 4}
-vectors:
-  calm: {layers: [1, 2], strength: 0.3}
-  formal: {layers: [2, 3], strength: 0.2}
-rules:
-  - id: upset-calm
-    priority: 10
-    when: {keywords: {words: [furious]}}
-    apply: [calm, formal]
-"""
+BUNDLE = keyword_bundle("teltest", {"calm": ("[1, 2]", 0.3), "formal": ("[2, 3]", 0.2)},
+                        ["furious"], rule="upset-calm", priority=10, revision="r1")
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from steerguard.policy.conditions.base import CompileChild, ConditionKind, EvalInput, Node
+from steerguard.policy.conditions.base import CompileChild, EvalInput, Node, branching_kind
 from steerguard.policy.decision import Evidence
 from steerguard.policy.specbase import Spec
 
@@ -31,9 +31,4 @@ def compile_all(conds: list[Any], compile_child: CompileChild) -> Node:
     return node
 
 
-KINDS = (
-    ConditionKind(
-        name="all", model=AllCond, compile=compile_all, quotes_text=False,
-        children=lambda conds: [(("all", i), c) for i, c in enumerate(conds)],
-    ),
-)
+KINDS = (branching_kind("all", AllCond, compile_all),)

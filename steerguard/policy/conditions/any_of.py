@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from steerguard.policy.conditions.base import CompileChild, ConditionKind, EvalInput, Node
+from steerguard.policy.conditions.base import CompileChild, EvalInput, Node, branching_kind
 from steerguard.policy.decision import Evidence
 from steerguard.policy.specbase import Spec
 
@@ -31,9 +31,4 @@ def compile_any(conds: list[Any], compile_child: CompileChild) -> Node:
     return node
 
 
-KINDS = (
-    ConditionKind(
-        name="any", model=AnyCond, compile=compile_any, quotes_text=False,
-        children=lambda conds: [(("any", i), c) for i, c in enumerate(conds)],
-    ),
-)
+KINDS = (branching_kind("any", AnyCond, compile_any),)

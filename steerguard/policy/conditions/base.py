@@ -140,6 +140,17 @@ class ConditionKind:
         return getattr(cond, next(iter(self.model.model_fields)))
 
 
+def branching_kind(
+    name: str, model: type[BaseModel], compile: Callable[[Any, CompileChild], Node]
+) -> ConditionKind:
+    """A kind whose payload is a list of sub-conditions (`all`, `any`): it quotes no text of
+    its own, and branch i sits at `(name, i)`."""
+    return ConditionKind(
+        name=name, model=model, compile=compile, quotes_text=False,
+        children=lambda conds: [((name, i), c) for i, c in enumerate(conds)],
+    )
+
+
 _KINDS: dict[str, ConditionKind] = {}
 _BY_MODEL: dict[type[BaseModel], ConditionKind] = {}
 

@@ -21,20 +21,11 @@ from steerguard.policy.conditions.base import (
 from steerguard.policy.decision import Evidence
 from steerguard.policy.errors import PolicyIssue
 from steerguard.policy.fields import MISSING, literal_problem
-from steerguard.policy.specbase import FieldSpec, Scalar, Spec
+from steerguard.policy.specbase import Bounds, FieldSpec, Scalar, Spec
 
 
-class RangeSpec(Spec):
-    min: float | None = None
-    max: float | None = None
-
-    @model_validator(mode="after")
-    def _bounds(self) -> RangeSpec:
-        if self.min is None and self.max is None:
-            raise ValueError("range needs min, max or both")
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"min {self.min} is greater than max {self.max}")
-        return self
+class RangeSpec(Bounds):
+    NEEDED_BY = "range"
 
 
 class FieldPredicate(Spec):

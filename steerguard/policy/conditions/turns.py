@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from steerguard.policy.conditions.base import CompileChild, ConditionKind, EvalInput, Node
 from steerguard.policy.decision import Evidence
-from steerguard.policy.specbase import Spec
+from steerguard.policy.specbase import Bounds, Spec
 
 
-class TurnsSpec(Spec):
+class TurnsSpec(Bounds):
     """Number of user turns so far."""
 
+    NEEDED_BY = "turns"
     min: int | None = Field(default=None, ge=0)
     max: int | None = Field(default=None, ge=0)
-
-    @model_validator(mode="after")
-    def _bounds(self) -> TurnsSpec:
-        if self.min is None and self.max is None:
-            raise ValueError("turns needs min, max or both")
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"min {self.min} is greater than max {self.max}")
-        return self
 
 
 class TurnsCond(Spec):
