@@ -10,12 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from steerguard.directions.probe import ActivationProbe, ProbeLayer
 from steerguard.errors import PlanError
 from steerguard.runtime.batching import ContinuousBatcher
 from steerguard.runtime.engine import GenerationParams
 from steerguard.runtime.hooks import hook_count
 from steerguard.runtime.plan import SteeringPlan
+from tests.runtime.helpers import seeded_probe, trace_layers
 
 PROMPTS = [
     [{"role": "user", "content": "How do I reset my password?"}],
@@ -164,11 +164,7 @@ def test_a_bad_plan_fails_only_its_own_row(engine, batcher) -> None:
 
 
 def test_probe_resolved_plans_and_second_prefill_match_alone(engine, batcher, loaded) -> None:
-    hidden = loaded.fingerprint.hidden_size
-    direction = torch.nn.functional.normalize(
-        torch.randn(hidden, generator=torch.Generator().manual_seed(3)), dim=0)
-    probe = ActivationProbe(name="p", threshold=0.0, scale=1.0, parts=(
-        ProbeLayer(layer=2, direction=tuple(direction.tolist()), center=0.0, spread=1.0),))
+    probe = seeded_probe(loaded, 2, seed=3)
 
     def resolver(scores):  # steers prompt positions below the probe layer: second prefill
         return plan("a", 1.0 if scores["p"] > 0 else -1.0, layers=(0, 1))
@@ -203,11 +199,7 @@ def test_rows_needing_a_second_prefill_rerun_apart_and_match_alone(engine, batch
                                                                    loaded) -> None:
     """Only rows whose resolved plan steers the prompt below the probe layer run it again;
     the others keep the first pass. Each row's tokens, scores and reports equal alone."""
-    hidden = loaded.fingerprint.hidden_size
-    direction = torch.nn.functional.normalize(
-        torch.randn(hidden, generator=torch.Generator().manual_seed(5)), dim=0)
-    probe = ActivationProbe(name="p", threshold=0.0, scale=1.0, parts=(
-        ProbeLayer(layer=2, direction=tuple(direction.tolist()), center=0.0, spread=1.0),))
+    probe = seeded_probe(loaded, 2, seed=5)
 
     def resolver(k: int):
         def resolve(scores):
@@ -243,13 +235,7 @@ def test_a_second_prefill_starts_at_the_lowest_layer_it_steers(engine, loaded,
     """Rows whose resolved plan steers the prompt from layer 2 run their second prefill from
     layer 2: layers 0 and 1 ran unsteered for them in the shared first pass. Tokens equal
     each row alone."""
-    from steerguard.runtime.layers import decoder_layers
-
-    hidden = loaded.fingerprint.hidden_size
-    direction = torch.nn.functional.normalize(
-        torch.randn(hidden, generator=torch.Generator().manual_seed(9)), dim=0)
-    probe = ActivationProbe(name="p", threshold=0.0, scale=1.0, parts=(
-        ProbeLayer(layer=3, direction=tuple(direction.tolist()), center=0.0, spread=1.0),))
+    probe = seeded_probe(loaded, 3, seed=9)
 
     def resolver(k: int):
         if k % 2 == 0:
@@ -259,13 +245,7 @@ def test_a_second_prefill_starts_at_the_lowest_layer_it_steers(engine, loaded,
     params = GenerationParams(max_new_tokens=1)
     alone = [engine.generate(PROMPTS[k], resolver(k), params, probes=[probe])
              for k in range(4)]
-    ran: list[int] = []
-    for index, layer in enumerate(decoder_layers(engine.model)):
-        def traced(*args, _original=layer.forward, _index=index, **kwargs):
-            ran.append(_index)
-            return _original(*args, **kwargs)
-
-        monkeypatch.setattr(layer, "forward", traced)
+    ran = trace_layers(engine.model, monkeypatch)
     coming = [4]
     lock = threading.Lock()
 

@@ -13,7 +13,7 @@ from steerguard.errors import PlanError
 from steerguard.runtime.engine import GenerationParams
 from steerguard.runtime.hooks import hook_count
 from steerguard.runtime.plan import Intervention, Operation, Positions, SteeringPlan
-from tests.runtime.helpers import weights_snapshot
+from tests.runtime.helpers import trace_layers, weights_snapshot
 
 PARAMS = GenerationParams(max_new_tokens=8, return_logits=True)
 PROMPT = [{"role": "user", "content": "How do I reset my password?"}]
@@ -196,15 +196,7 @@ def test_resolver_reads_probe_and_steers_in_same_prefill(engine, monkeypatch) ->
     torch.testing.assert_close(resolved.logits, fixed.logits)
     # A plan steering prompt positions below the probe layer forces an exact second prefill;
     # the first pass stops at the probe layer (its later layers would be thrown away).
-    from steerguard.runtime.layers import decoder_layers
-
-    ran: list[int] = []
-    for index, layer in enumerate(decoder_layers(engine.model)):
-        def traced(*args, _original=layer.forward, _index=index, **kwargs):
-            ran.append(_index)
-            return _original(*args, **kwargs)
-
-        monkeypatch.setattr(layer, "forward", traced)
+    ran = trace_layers(engine.model, monkeypatch)
     early, early_passes = run(lambda s: plan("a", 1.0, layers=(0, 1)), probes=[probe])
     first_pass = ran[: ran.index(0, 1)]  # up to the second pass's layer 0
     fixed_early, fixed_early_passes = run(plan("a", 1.0, layers=(0, 1)))
@@ -216,19 +208,11 @@ def test_a_second_prefill_runs_only_from_the_lowest_layer_it_steers(engine, monk
     """The layers below the lowest one a resolved plan steers ran unsteered in the first pass:
     the second prefill takes their outputs and cache from it, and gives the logits of the plan
     applied from the start."""
-    from steerguard.runtime.layers import decoder_layers
-
     direction = torch.nn.functional.normalize(torch.randn(engine.fingerprint.hidden_size), dim=0)
     probe = _probe((3, direction, 0.0, 1.0))
     steer = plan("a", 1.0, layers=(2,))
     fixed = engine.generate(PROMPT, steer, PARAMS)
-    ran: list[int] = []
-    for index, layer in enumerate(decoder_layers(engine.model)):
-        def traced(*args, _original=layer.forward, _index=index, **kwargs):
-            ran.append(_index)
-            return _original(*args, **kwargs)
-
-        monkeypatch.setattr(layer, "forward", traced)
+    ran = trace_layers(engine.model, monkeypatch)
     resolved = engine.generate(PROMPT, lambda s: steer, PARAMS, probes=[probe])
     assert resolved.token_ids == fixed.token_ids
     torch.testing.assert_close(resolved.logits, fixed.logits)
@@ -246,17 +230,7 @@ def test_activations_keep_order_stop_early_and_match_single_runs(engine, monkeyp
         [{"role": "user", "content": "Why?"}],
     ]
     layers = [0, 2]
-    ran: list[int] = []
-    from steerguard.runtime.layers import decoder_layers
-
-    for index, layer in enumerate(decoder_layers(engine.model)):
-        original = layer.forward
-
-        def counted(*args, _original=original, _index=index, **kwargs):
-            ran.append(_index)
-            return _original(*args, **kwargs)
-
-        monkeypatch.setattr(layer, "forward", counted)
+    ran = trace_layers(engine.model, monkeypatch)
     batched = engine.activations(prompts, layers)
     assert max(ran) == 2  # layers after the last wanted one never ran
     assert hook_count(engine.model) == 0
