@@ -58,27 +58,6 @@ class PolicyError(SteerguardError):
         head = f"{n} error{'s' if n != 1 else ''} in policy"
         super().__init__(head + ":\n" + "\n".join(f"  {i}" for i in self.issues))
 
-    # Convenience accessors for the common single-issue case.
-    @property
-    def file(self) -> str | None:
-        return self.issues[0].file if self.issues else None
-
-    @property
-    def line(self) -> int | None:
-        return self.issues[0].line if self.issues else None
-
-    @property
-    def column(self) -> int | None:
-        return self.issues[0].column if self.issues else None
-
-    @property
-    def rule(self) -> str | None:
-        return self.issues[0].rule if self.issues else None
-
-    @property
-    def field(self) -> str | None:
-        return self.issues[0].field if self.issues else None
-
 
 class ProfileError(SteerguardError):
     """A user profile or request context does not fit the fields the bundle declares."""

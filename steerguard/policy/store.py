@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from steerguard.policy.catalog import VectorCatalog
-from steerguard.policy.decision import Decision
 from steerguard.policy.engine import PolicyEngine
 from steerguard.policy.errors import PolicyError
-from steerguard.policy.inputs import ChatMessage, RequestContext, UserProfile
 from steerguard.policy.loader import bundle_file, load_bundle
 
 log = logging.getLogger(__name__)
@@ -56,15 +52,6 @@ class PolicyStore:
         engine = self._engine
         assert engine is not None  # the constructor raised otherwise
         return engine
-
-    def decide(
-        self,
-        messages: Sequence[ChatMessage | Mapping[str, Any]],
-        profile: UserProfile | None = None,
-        context: RequestContext | None = None,
-        activation_scores: Mapping[str, float] | None = None,
-    ) -> Decision:
-        return self.engine.decide(messages, profile, context, activation_scores)
 
     def reload(self) -> ReloadResult:
         """Load the bundle again; on any error keep the current one and say why."""

@@ -34,7 +34,7 @@ def test_cli_query_stats_verify_export(config: AuditConfig,
 
     res = run(app, ["query", "--user", "alice", "--vector", "calm", "--json"])
     assert res.exit_code == 0, res.output
-    assert len(json.loads(res.output)["records"]) == 3
+    assert len(json.loads(res.stdout)["records"]) == 3
     assert run(app, ["tail", "-n", "2"]).exit_code == 0
     assert "decisions" in run(app, ["stats"]).output
     res = run(app, ["verify"])

@@ -180,10 +180,10 @@ def test_log_and_store_on_two_days_across_nodes(
         run = CliRunner().invoke
         res = run(app, ["query", "--user", "alice", "--vector", "formal", "--json"])
         assert res.exit_code == 0, res.output
-        assert [r["record_id"] for r in json.loads(res.output)["records"]] == [
+        assert [r["record_id"] for r in json.loads(res.stdout)["records"]] == [
             by_req[n][2] for n in range(8)]
         res = run(app, ["stats", "--bucket", "day", "--json"])
-        assert res.exit_code == 0 and json.loads(res.output)["total"]["decisions"] == 8
+        assert res.exit_code == 0 and json.loads(res.stdout)["total"]["decisions"] == 8
         assert run(app, ["tail", "-n", "2"]).exit_code == 0
         res = run(app, ["verify", "--checkpoint", str(cp)])
         assert res.exit_code == 0 and "24 records in 1 chains" in res.output, res.output
@@ -600,7 +600,7 @@ def test_the_log_the_store_and_the_cli_connect_while_any_master_is_down(
     assert res.exit_code == 0 and f"{len(ids)} records in 1 chains" in res.output, res.output
     res = run(app, ["query", "--user", "alice", "--json"])
     assert res.exit_code == 0, res.output
-    assert [r["record_id"] for r in json.loads(res.output)["records"]] == ids
+    assert [r["record_id"] for r in json.loads(res.stdout)["records"]] == ids
 
     monkeypatch.delenv("STEERGUARD_REDIS_URL")
     monkeypatch.delenv("STEERGUARD_REDIS_CLUSTER")
@@ -611,7 +611,7 @@ def test_the_log_the_store_and_the_cli_connect_while_any_master_is_down(
     assert res.exit_code == 0 and f"{len(ids)} records in 1 chains" in res.output, res.output
     res = run(app, ["query", "--session", "s-1", "--json", "--config", str(cfg_file)])
     assert res.exit_code == 0, res.output
-    assert [r["record_id"] for r in json.loads(res.output)["records"]] == ids[3:6]
+    assert [r["record_id"] for r in json.loads(res.stdout)["records"]] == ids[3:6]
 
 
 @MASTERS
